@@ -1,0 +1,28 @@
+"""Shared test helpers: the read-only assets in ``../shared`` and tiny seeded models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VRPSAM_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(relative: str) -> Path:
+    """Path of an asset under ``../shared``; skips the test when it is absent, fails under ``CI=true``."""
+    path = SHARED / relative
+    if not path.exists():
+        message = f"shared asset missing: {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def shared():
+    """The :func:`shared_path` function, as a fixture."""
+    return shared_path
