@@ -26,3 +26,10 @@ def shared_path(relative: str) -> Path:
 def shared():
     """The :func:`shared_path` function, as a fixture."""
     return shared_path
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_private_cache(monkeypatch, tmp_path_factory):
+    """No test reaches the network by accident or writes to the user's real weights cache."""
+    monkeypatch.setenv("VRPSAM_OFFLINE", "1")
+    monkeypatch.setenv("VRPSAM_CACHE", str(tmp_path_factory.getbasetemp() / "vrpsam-cache"))
