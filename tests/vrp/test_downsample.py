@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vrpsam.errors import InputError
 from vrpsam.vrp.downsample import downsample_annotation
-from vrpsam.vrp.simulate import simulate_points
+from vrpsam.data.simulate import simulate_points
 
 
 def random_clicks(generator: torch.Generator, batch: int, size: int, clicks: int) -> torch.Tensor:

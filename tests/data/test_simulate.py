@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vrpsam.errors import InputError
-from vrpsam.vrp.simulate import (
+from vrpsam.data.simulate import (
     CONDITIONS,
     STROKE_PRESETS,
     eval_stroke_count,
@@ -91,7 +91,7 @@ def test_scribble_lies_inside_the_mask_and_covers_a_realistic_share():
 
 
 def test_eval_scribble_uses_the_expected_number_of_strokes(monkeypatch):
-    import vrpsam.vrp.simulate as sim
+    import vrpsam.data.simulate as sim
 
     stroke_counts = []
     original = sim.random_strokes
