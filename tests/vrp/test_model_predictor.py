@@ -125,3 +125,16 @@ def test_predictor_errors_are_clear(model):
         predictor.set_reference(np.zeros((90, 120), np.uint8), mask=box_mask())
     with pytest.raises(InputError, match="fusion"):
         VRPPredictor(model, fusion="max")
+
+
+def test_mask_and_scribble_may_be_files(model, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(box_mask() * 255).save(tmp_path / "mask.png")
+    predictor = VRPPredictor(model)
+    predictor.set_reference(photo(0), mask=tmp_path / "mask.png")
+    from_file = predictor.predict(photo(1)).logits
+    predictor.set_reference(photo(0), mask=box_mask())
+    np.testing.assert_allclose(predictor.predict(photo(1)).logits, from_file, atol=1e-6)
+    predictor.set_reference(photo(0), scribble=str(tmp_path / "mask.png"))
+    assert predictor.num_references == 1

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..io.images import load_image
+from ..io.images import load_image, load_mask
 from .annotations import Annotation
 from .model import VRPSAM
 from .preprocess import Frame, check_image, logits_to_original, normalised_tensor, pad_map
@@ -36,7 +36,7 @@ def as_image(image: ImageLike, name: str = "image") -> np.ndarray:
 
 
 def make_annotation(*, mask=None, points=None, box=None, scribble=None) -> Annotation:
-    """Exactly one of the four annotation kinds -> an :class:`Annotation`."""
+    """Exactly one of the four annotation kinds -> an :class:`Annotation`; masks and scribbles may be file paths."""
     given = {k: v for k, v in dict(mask=mask, points=points, box=box, scribble=scribble).items() if v is not None}
     if len(given) != 1:
         named = ", ".join(given) or "none"
@@ -44,6 +44,8 @@ def make_annotation(*, mask=None, points=None, box=None, scribble=None) -> Annot
     (kind, value), = given.items()
     if isinstance(value, Annotation):
         return value
+    if kind in ("mask", "scribble") and isinstance(value, (str, os.PathLike)):
+        value = load_mask(value)
     if kind == "mask":
         return Annotation.mask(value)
     if kind == "points":
