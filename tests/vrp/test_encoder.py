@@ -176,3 +176,20 @@ def test_bad_inputs_are_clear_errors():
         encoder(target[:, :1], reference, annotation)
     with pytest.raises(InputError, match="annotation_downsample"):
         VRPEncoder(TinyBackbone(), annotation_downsample="area")
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("references", [1, 2])
+def test_cosine_prior_equals_the_full_comparison(signed, references):
+    # The prior skips reference pixels outside the annotation; it must equal comparing all of them.
+    generator = torch.Generator().manual_seed(references + 2 * signed)
+    targets = torch.randn(2, 16, 8, 8, generator=generator)
+    mask = (torch.rand(references, 1, 8, 8, generator=generator) > 0.6).float()
+    masked = torch.randn(references, 16, 8, 8, generator=generator) * mask
+    if not signed:  # post-ReLU features, as ResNet's layer4
+        targets, masked = targets.relu(), masked.relu()
+    flat_ref, flat_tgt = masked.flatten(2).transpose(1, 2), targets.flatten(2)
+    norms = flat_ref.norm(dim=2, keepdim=True) * flat_tgt.norm(dim=1, keepdim=True)
+    full = (flat_ref @ flat_tgt / (norms + 1e-7)).amax(dim=1).view(2, 1, 8, 8)
+    assert torch.allclose(cosine_prior(masked, targets), full, atol=1e-6)
+    assert torch.equal(cosine_prior(torch.zeros(1, 16, 8, 8), targets), torch.zeros(2, 1, 8, 8))

@@ -70,13 +70,28 @@ def cosine_prior(masked_reference: torch.Tensor, target: torch.Tensor) -> torch.
 
     For every target pixel, its best cosine similarity with any reference pixel (PFENet's prior without
     the min-max normalisation, as official). ``Br`` is ``B`` or 1 (one reference for all targets).
+
+    Reference pixels outside the annotation are all-zero vectors, whose similarity is exactly 0
+    (0 / (0 + eps)). So only the non-zero pixels are compared, and a 0 joins the maximum when any
+    zero pixel exists: the same values as the full (hr*wr) x (h*w) comparison, at the cost of the
+    annotated area only.
     """
     b, _, h, w = target.shape
-    reference = masked_reference.flatten(2).transpose(1, 2)  # (Br, hr*wr, C)
     target = target.flatten(2)  # (B, C, h*w)
-    norms = reference.norm(dim=2, keepdim=True) * target.norm(dim=1, keepdim=True)
-    similarity = torch.matmul(reference, target) / (norms + COSINE_EPS)
-    return similarity.amax(dim=1).view(b, 1, h, w)
+    target_norm = target.norm(dim=1, keepdim=True)  # (B, 1, h*w)
+    shared = masked_reference.shape[0] == 1
+    priors = []
+    for i, reference in enumerate(masked_reference.flatten(2).transpose(1, 2)):  # (hr*wr, C) each
+        queries, query_norm = (target, target_norm) if shared else (target[i : i + 1], target_norm[i : i + 1])
+        active = reference.ne(0).any(dim=1)
+        reference = reference[active]  # (K, C)
+        if reference.shape[0] == 0:
+            priors.append(queries.new_zeros(queries.shape[0], h * w))
+            continue
+        norms = reference.norm(dim=1, keepdim=True) * query_norm  # (B, K, h*w)
+        prior = (torch.matmul(reference, queries) / (norms + COSINE_EPS)).amax(dim=1)
+        priors.append(prior if bool(active.all()) else prior.clamp_min(0.0))
+    return torch.cat(priors).view(b, 1, h, w)
 
 
 class VRPEncoder(nn.Module):
