@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError, InputError
 from .base import SegmentationSource
+from . import simulate
 from .episodes import DEFAULT_SEED, Episode
 from .transforms import image_tensor, mask_tensor
 
@@ -27,15 +28,6 @@ Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarr
 VARIABLE_SIZE_KEYS = ("query_mask_original",)
 
 _ANNOTATION_STREAM, _AUGMENT_STREAM = 1, 2
-
-
-def _simulation():
-    """The annotation simulator module, ``vrpsam.data.simulate``."""
-    try:
-        from . import simulate
-    except ImportError:  # temporary, until vrp/simulate.py has moved to data/simulate.py
-        from ..vrp import simulate
-    return simulate
 
 
 class EpisodeDataset(Dataset):
@@ -55,15 +47,14 @@ class EpisodeDataset(Dataset):
     def __init__(self, source: SegmentationSource, episodes: Sequence[Episode], *, size: int = 512,
                  annotation: str = "mask", training: bool = False, seed: int = DEFAULT_SEED,
                  augment: Augment | None = None, original_masks: bool = False):
-        simulation = _simulation()
-        if annotation not in simulation.CONDITIONS:
-            raise InputError(f"annotation {annotation!r}: expected one of {', '.join(simulation.CONDITIONS)}")
+        if annotation not in simulate.CONDITIONS:
+            raise InputError(f"annotation {annotation!r}: expected one of {', '.join(simulate.CONDITIONS)}")
         if size < 1:
             raise InputError(f"size: expected a positive integer, got {size}")
         self.source, self.episodes = source, episodes
         self.size, self.annotation, self.training, self.seed = int(size), annotation, training, seed
         self.augment, self.original_masks = augment, original_masks
-        self._simulate = simulation.simulate
+        self._simulate = simulate.simulate
 
     def __len__(self) -> int:
         return len(self.episodes)

@@ -10,20 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-# ImageNet statistics on [0, 1]; times 255 they are SAM's pixel_mean / pixel_std.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..io.images import IMAGENET_MEAN, IMAGENET_STD, normalised
 
 
 def image_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, S, S) float32, PIL-bilinear resized and ImageNet-normalised."""
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), dtype=np.float32)
-    x = torch.from_numpy(resized).permute(2, 0, 1) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    return normalised(image, (size, size))
 
 
 def mask_tensor(mask: np.ndarray, size: int) -> torch.Tensor:

@@ -6,11 +6,16 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# ImageNet statistics on [0, 1]; times 255 they are SAM's pixel_mean / pixel_std.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
@@ -52,3 +57,16 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     if values.dtype == bool:
         values = values.astype(np.uint8)
     return values.copy()
+
+
+def normalised(image: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, h, w) float32: PIL-bilinear resized to ``size`` = (h, w), ImageNet-normalised.
+
+    The official VRP-SAM transform (``Resize``, ``ToTensor``, ``Normalize``) for a square ``size``.
+    """
+    h, w = size
+    resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), dtype=np.float32)
+    x = torch.from_numpy(resized).permute(2, 0, 1) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std

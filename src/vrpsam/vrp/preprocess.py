@@ -21,16 +21,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..errors import InputError
+from ..io.images import IMAGENET_MEAN, IMAGENET_STD, normalised
 
 Preprocessing = Literal["official", "standard"]
 PREPROCESSING_MODES: tuple[str, ...] = ("official", "standard")
 
-# ImageNet statistics on [0, 1]; times 255 they are SAM's pixel_mean / pixel_std.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def check_mode(mode: str) -> None:
@@ -77,11 +74,7 @@ def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
 def normalised_tensor(image: np.ndarray, frame: Frame, device: torch.device | str = "cpu") -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, S, S) ImageNet-normalised, resized into ``frame`` and zero-padded."""
     h, w = frame.resized
-    resized = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR), dtype=np.float32)
-    x = torch.from_numpy(resized).to(device).permute(2, 0, 1)[None] / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
+    x = normalised(image, frame.resized).to(device)[None]
     return F.pad(x, (0, frame.size - w, 0, frame.size - h))
 
 

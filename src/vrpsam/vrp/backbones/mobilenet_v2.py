@@ -45,11 +45,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import InputError
+from ...io.images import IMAGENET_MEAN, IMAGENET_STD
 from ...weights import load_into, read_state_dict
 from .base import FrozenBackbone, FrozenBatchNorm2d
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # torchvision / TF-slim MobileNetV2 1.0: (expansion t, channels c, repeats n, first stride s).
 _INVERTED_RESIDUALS = (
