@@ -8,11 +8,13 @@ from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import VrpsamError
+from . import segment as segment_cmd
 from . import weights as weights_cmd
 
 # name -> (add_arguments, run, one-line help)
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "weights": (weights_cmd.add_arguments, weights_cmd.run, "list known checkpoints, where they are, verify a file"),
+    "segment": (segment_cmd.add_arguments, segment_cmd.run, "segment what annotated references show, in many target images"),
 }
 
 
