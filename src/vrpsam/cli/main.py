@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import VrpsamError
+from . import eval as eval_cmd
 from . import segment as segment_cmd
 from . import weights as weights_cmd
 
@@ -15,6 +16,7 @@ from . import weights as weights_cmd
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "weights": (weights_cmd.add_arguments, weights_cmd.run, "list known checkpoints, where they are, verify a file"),
     "segment": (segment_cmd.add_arguments, segment_cmd.run, "segment what annotated references show, in many target images"),
+    "eval": (eval_cmd.add_arguments, eval_cmd.run, "few-shot mIoU / FB-IoU of a model on a dataset (torchrun-ready)"),
 }
 
 
