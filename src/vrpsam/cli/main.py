@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import VrpsamError
 from . import eval as eval_cmd
 from . import segment as segment_cmd
+from . import train as train_cmd
 from . import weights as weights_cmd
 
 # name -> (add_arguments, run, one-line help)
@@ -17,6 +18,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "weights": (weights_cmd.add_arguments, weights_cmd.run, "list known checkpoints, where they are, verify a file"),
     "segment": (segment_cmd.add_arguments, segment_cmd.run, "segment what annotated references show, in many target images"),
     "eval": (eval_cmd.add_arguments, eval_cmd.run, "few-shot mIoU / FB-IoU of a model on a dataset (torchrun-ready)"),
+    "train": (train_cmd.add_arguments, train_cmd.run, "meta-train the VRP encoder on episodes (torchrun-ready, exact resume)"),
 }
 
 

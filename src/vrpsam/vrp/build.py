@@ -14,7 +14,7 @@ from ..sam.build import _assemble, sam_model_registry
 from ..sam.image_encoder import ImageEncoderViT
 from ..sam.sam import Sam
 from .backbones import build_backbone
-from .checkpoint import load_vrp_encoder
+from .checkpoint import checkpoint_format, load_vrp_checkpoint, load_vrp_encoder
 from .encoder import VRPEncoder
 from .model import VRPSAM
 
@@ -66,15 +66,35 @@ def _tiny_random(seed: int = 0) -> VRPSAM:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        encoder = ImageEncoderViT(
-            img_size=128, embed_dim=64, depth=2, num_heads=2, window_size=4, global_attn_indexes=(1,)
-        )
-        sam = _assemble(encoder, image_size=128)
+        sam = _tiny_sam()
         vrp = VRPEncoder(build_backbone("mobilenet_v2"), num_queries=8)
         _realistic_init(vrp.trainable_modules())
     finally:
         torch.random.set_rng_state(generator_state)
     return VRPSAM(sam, vrp, preprocessing="official", input_size=128).eval()
+
+
+TINY_SAM_SIZE = 128
+
+
+def build_tiny_sam(seed: int = 0) -> Sam:
+    """The seeded random SAM of the tiny model: a 2-block ViT at 128² (8×8 embeddings), full prompt
+    encoder and mask decoder. For training and pipeline checks on a CPU; the same seed gives the same
+    weights, so a run and its evaluation can each rebuild it."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return _tiny_sam().eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+
+
+def _tiny_sam() -> Sam:
+    # Draws from the global generator; callers seed it.
+    encoder = ImageEncoderViT(
+        img_size=TINY_SAM_SIZE, embed_dim=64, depth=2, num_heads=2, window_size=4, global_attn_indexes=(1,)
+    )
+    return _assemble(encoder, image_size=TINY_SAM_SIZE)
 
 
 def _realistic_init(module: nn.Module) -> None:
@@ -99,4 +119,22 @@ def build_model(name_or_checkpoint: str | PathLike, **overrides) -> VRPSAM:
     path = Path(name_or_checkpoint)
     if not path.exists():
         raise InputError(f"model: {name_or_checkpoint!r} is neither a known model ({', '.join(MODELS)}) nor an existing checkpoint file")
-    return build_vrp_sam(checkpoint=path, **overrides)
+    return build_vrp_sam(checkpoint=path, **{**recorded_build(path), **overrides})
+
+
+# Metadata key of our checkpoints holding the build_vrp_sam arguments the weights were trained with
+# (sam, sam_checkpoint, backbone_checkpoint, image_size, input_size, preprocessing); "sam": "tiny"
+# stands for build_tiny_sam(0).
+BUILD_KEY = "build"
+TINY_SAM_NAME = "tiny"
+
+
+def recorded_build(path: PathLike) -> dict:
+    """The :func:`build_vrp_sam` arguments a training run recorded in its checkpoint; {} if none."""
+    if checkpoint_format(path) != "vrpsam":
+        return {}
+    recorded = dict(load_vrp_checkpoint(path)[1].get(BUILD_KEY) or {})
+    if recorded.get("sam") == TINY_SAM_NAME:
+        recorded["sam"] = build_tiny_sam(0)
+        recorded.pop("image_size", None)
+    return recorded

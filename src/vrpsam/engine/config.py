@@ -1,0 +1,177 @@
+"""Training configuration: one dataclass, validated up front, saved as JSON next to every checkpoint.
+
+Defaults are the official recipe (§3.4 of the official-code notes): AdamW, lr 1e-4, weight decay 1e-6,
+50 epochs, cosine schedule per iteration, seed 321, ResNet-50 (deep stem) VRP encoder on SAM ViT-H,
+512×512 input, 50 queries, a global batch of 8.
+
+``batch_size`` is **per process**: the global batch is ``batch_size × world size`` (torchrun's
+``--nproc_per_node``). The official recipe is 4 processes × 2 = 8; the authors say the global batch must
+be 8 (issues #16, #17), so one process should use 8, two use 4, and so on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+ANNOTATIONS = ("point", "box", "scribble", "mask", "mixed")
+SELECT_ON = ("val", "test")
+DEVICES = ("auto", "cpu", "cuda")
+PREPROCESSING = ("official", "standard")
+TINY_SAM = "tiny"  # a seeded random 2-block ViT SAM (see vrpsam.vrp.build.build_tiny_sam), for tests
+RECIPE_GLOBAL_BATCH = 8
+
+# Named model settings; explicit fields given alongside a preset win (see TrainConfig.with_preset).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's model: SAM ViT-H + deep-stem ResNet-50 at 512² (weights must be supplied).
+    "official": dict(sam="vit_h", backbone="resnet50_v2", image_size=1024, input_size=512, num_queries=50),
+    # A CPU-sized model: tiny random SAM at 128² + the real ImageNet MobileNetV2 backbone.
+    "tiny": dict(
+        sam=TINY_SAM, sam_checkpoint=None, backbone="mobilenet_v2", backbone_checkpoint="imagenet",
+        image_size=128, input_size=128, num_queries=50,
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. See the module docstring for the batch convention."""
+
+    # data
+    dataset: str = ""  # "KIND:PATH", read by vrpsam.data.open_source
+    fold: int = 0
+    annotation: str = "mask"  # reference annotation simulated per episode: point|box|scribble|mask|mixed
+    shots: int = 1
+    # optimisation (official recipe)
+    epochs: int = 50
+    batch_size: int = 8  # per process; global = batch_size x world size (recipe: 8)
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    seed: int = 321
+    iters_per_epoch: int | None = None  # None: the dataset's epoch (training episodes / global batch)
+    max_iters: int | None = None  # stop after this many iterations in total (tests, smoke runs)
+    overfit_episodes: int | None = None  # debug: train on epoch 0's first N episodes only, over and over
+    # model
+    sam: str = "vit_h"  # a sam_model_registry name, or "tiny"
+    sam_checkpoint: str | None = None  # path or weights-registry name; None = random weights
+    backbone: str = "resnet50_v2"
+    backbone_checkpoint: str | None = None  # path, or "imagenet" for mobilenet_v2
+    image_size: int = 1024  # SAM's input side
+    input_size: int = 512  # the square the dataset resizes images to
+    num_queries: int = 50
+    annotation_downsample: str = "nearest"
+    preprocessing: str = "official"
+    # validation and model selection
+    select_on: str = "val"  # "val": held-out classes/images of the training split; "test": the fold (paper protocol)
+    val_episodes: int = 1000
+    validate_every: int = 1  # epochs; 0 = never (the last checkpoint only)
+    # machinery
+    device: str = "auto"
+    amp: bool = False  # CUDA only: bf16 autocast (fp16 + loss scaling where bf16 is unsupported)
+    workers: int = 0
+    out_dir: str = "runs/vrpsam"
+    embedding_cache: str | None = None  # folder of cached SAM image embeddings, shared between runs
+    index_cache: str | None = None  # folder where the dataset's class index is kept between runs
+    tensorboard: bool = True  # also write TensorBoard events when the package is installed (CSV always)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` naming the first field that cannot work."""
+        if not self.dataset or ":" not in self.dataset:
+            raise InputError(f"dataset: expected KIND:PATH (e.g. yolo:/data/coco128-seg), got {self.dataset!r}")
+        _choice("annotation", self.annotation, ANNOTATIONS)
+        _choice("select_on", self.select_on, SELECT_ON)
+        _choice("device", self.device, DEVICES)
+        _choice("preprocessing", self.preprocessing, PREPROCESSING)
+        for name in ("epochs", "batch_size", "shots", "num_queries", "image_size", "input_size"):
+            _positive(name, getattr(self, name))
+        for name in ("iters_per_epoch", "max_iters", "overfit_episodes"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        for name in ("fold", "workers", "val_episodes", "validate_every", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InputError(f"{name}: expected a non-negative integer, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise InputError(f"lr: expected a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0):
+            raise InputError(f"weight_decay: expected a non-negative number, got {self.weight_decay!r}")
+        if self.validate_every and not self.val_episodes:
+            raise InputError("val_episodes: must be positive when validating (or set validate_every=0)")
+        if self.amp and self.device == "cpu":
+            raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
+
+    # ---- presets
+
+    @classmethod
+    def with_preset(cls, preset: str, **fields: Any) -> "TrainConfig":
+        """A config from the named :data:`PRESETS` entry, ``fields`` overriding it."""
+        if preset not in PRESETS:
+            raise InputError(f"model preset: unknown {preset!r} (known: {', '.join(PRESETS)})")
+        return cls(**{**PRESETS[preset], **fields})
+
+    # ---- serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a JSON object of training settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"{source}: unknown training settings {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> "TrainConfig":
+        """From a JSON string or a ``.json`` file (e.g. ``out_dir/config.json``)."""
+        text, source = str(text_or_path), "config"
+        if not text.lstrip().startswith("{"):
+            path = Path(text_or_path)
+            if not path.is_file():
+                raise InputError(f"{path}: no such config file")
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"{source}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_json` to ``path`` atomically."""
+        from .checkpointing import atomic_write_bytes
+
+        atomic_write_bytes(Path(path), (self.to_json() + "\n").encode("utf-8"))
+
+    # ---- derived values
+
+    def global_batch(self, world_size: int) -> int:
+        return self.batch_size * world_size
+
+    def dataset_kind(self) -> str:
+        return self.dataset.split(":", 1)[0]
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"{name}: expected a positive integer, got {value!r}")

@@ -1,0 +1,162 @@
+"""Episodic training: it learns, it resumes exactly, frozen parts get no gradients, runs are self-describing.
+
+Every run here is the ``tiny`` preset: a seeded random 2-block SAM at 128², the real ImageNet
+MobileNetV2 backbone (converted from the shared TFLite file) and 8 queries, on real COCO images and
+polygons (``coco128-seg``, YOLO format), one CPU thread.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vrpsam.cli.main import main
+from vrpsam.engine.checkpointing import load_training_state, pair_for
+from vrpsam.engine.config import TrainConfig
+from vrpsam.engine.logging import read_log
+from vrpsam.engine.train import Trainer, frozen_parameters, rank_batches, train
+from vrpsam.errors import CheckpointError, InputError
+from vrpsam.vrp.build import build_model
+from vrpsam.vrp.checkpoint import load_vrp_checkpoint
+
+
+@pytest.fixture
+def tiny(shared, monkeypatch, tmp_path):
+    """``tiny(**fields)`` -> a TrainConfig of the tiny preset on coco128-seg, writing under tmp_path."""
+    monkeypatch.setenv("VRPSAM_WEIGHTS", str(shared("assets/weights/mobilenet_v2")))
+    dataset = f"yolo:{shared('assets/data/coco128-seg')}"
+    torch.set_num_threads(1)
+
+    def make(**fields):
+        settings = dict(dataset=dataset, batch_size=2, epochs=2, iters_per_epoch=4, num_queries=8, validate_every=0,
+                        out_dir=str(tmp_path / "run"), tensorboard=False)
+        return TrainConfig.with_preset("tiny", **{**settings, **fields})
+
+    return make
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def test_loss_goes_down_on_a_fixed_set_of_episodes(tiny):
+    # The same two episodes every step: the VRP encoder must learn to prompt the frozen SAM for them.
+    result = train(tiny(epochs=1, iters_per_epoch=1000, max_iters=20, overfit_episodes=2, lr=1e-3), progress=False)
+    losses = [step.loss for step in result.history]
+    assert len(losses) == 20
+    first, last = mean(losses[:4]), mean(losses[-4:])
+    assert last < first - 0.05, f"loss {first:.4f} -> {last:.4f}"
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    # 7 steps straight vs 3 steps, stop, resume for 4: crosses an epoch end (4 iterations per epoch).
+    straight = train(tiny(out_dir=str(tmp_path / "a"), max_iters=7), progress=False)
+    first = train(tiny(out_dir=str(tmp_path / "b"), max_iters=3), progress=False)
+    assert first.iteration == 3 and first.last.exists() and pair_for(first.last).state.exists()
+    second = train(tiny(out_dir=str(tmp_path / "b"), max_iters=7), resume=first.last, progress=False)
+
+    assert [s.iteration for s in second.history] == [4, 5, 6, 7]
+    resumed = [s.loss for s in first.history + second.history]
+    expected = [s.loss for s in straight.history]
+    assert resumed == pytest.approx(expected, abs=1e-6)
+    assert [s.lr for s in first.history + second.history] == pytest.approx([s.lr for s in straight.history], rel=1e-12)
+    a, _ = load_vrp_checkpoint(straight.last)
+    b, _ = load_vrp_checkpoint(second.last)
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    # The log describes one uninterrupted run: iterations 1..7 once each.
+    rows = read_log(tmp_path / "b" / "log.csv")
+    assert [int(r["iteration"]) for r in rows if r["kind"] == "train"] == list(range(1, 8))
+
+
+def test_resume_refuses_changed_settings(tiny, tmp_path):
+    first = train(tiny(max_iters=1), progress=False)
+    with pytest.raises(CheckpointError, match="lr"):
+        train(tiny(max_iters=2, lr=3e-4), resume=first.last, progress=False)
+
+
+def test_frozen_parameters_get_no_gradient(tiny):
+    trainer = Trainer(tiny(), progress=False)
+    try:
+        trainer.step(next(trainer.batches(0)))
+        frozen = frozen_parameters(trainer.model)
+        assert len(frozen) > 100  # SAM and the backbone
+        assert all(not p.requires_grad and p.grad is None for p in frozen)
+        trainable = trainer.model.encoder.trainable_parameters()
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+        assert {id(p) for g in trainer.optimizer.param_groups for p in g["params"]} == {id(p) for p in trainable}
+    finally:
+        trainer.close()
+
+
+def test_ranks_draw_disjoint_episodes_whose_union_is_the_global_batch():
+    single = rank_batches(iters=3, start=0, batch_size=4, rank=0, world=1)
+    ranks = [rank_batches(iters=3, start=0, batch_size=2, rank=r, world=2) for r in range(2)]
+    for i in range(3):
+        assert sorted(ranks[0][i] + ranks[1][i]) == single[i]
+        assert not set(ranks[0][i]) & set(ranks[1][i])
+    assert rank_batches(iters=3, start=2, batch_size=2, rank=1, world=2) == [ranks[1][2]]
+
+
+def test_checkpoints_validation_and_eval_cli(tiny, tmp_path, capsys):
+    config = tiny(epochs=1, iters_per_epoch=2, validate_every=1, val_episodes=4)
+    result = train(config, progress=False)
+    assert result.best is not None and result.best.exists() and len(result.validations) == 1
+    assert result.best_miou == pytest.approx(result.validations[0].miou)
+
+    _, metadata = load_vrp_checkpoint(result.last)
+    assert metadata["fold"] == 0 and metadata["annotation"] == "mask" and metadata["iteration"] == 2
+    assert metadata["training_config"] == config.to_dict()
+    assert metadata["metrics"]["miou"] == pytest.approx(result.best_miou)
+    assert metadata["code_version"]["vrpsam"]
+    assert TrainConfig.from_json(tmp_path / "run" / "config.json") == config
+    state = load_training_state(result.last)
+    assert state["iteration"] == 2 and set(state["rng"]) >= {"python", "numpy", "torch"}
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert [r["kind"] for r in rows] == ["train", "train", "val"]
+
+    # The checkpoint records how to rebuild its model: build_model gives the trained weights back.
+    model = build_model(result.best)
+    assert model.input_size == 128 and model.encoder.num_queries == 8
+    assert main(["eval", "--model", str(result.best), "--dataset", config.dataset, "--fold", "0",
+                 "--episodes", "4", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "| mIoU |" in table and "Fold 0" in table
+
+
+def test_train_cli_runs_and_reports_bad_input_in_one_line(tiny, tmp_path, capsys):
+    dataset = tiny().dataset
+    out = tmp_path / "cli"
+    args = ["train", "--model-preset", "tiny", "--dataset", dataset, "--epochs", "1", "--iters-per-epoch", "1",
+            "--batch-size", "1", "--num-queries", "8", "--validate-every", "0", "--out", str(out), "--no-progress",
+            "--no-tensorboard"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"last checkpoint: {out / 'last.safetensors'}" in printed
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 1
+
+    assert main(["train", "--model-preset", "tiny", "--dataset", dataset, "--batch-size", "0", "--out", str(out)]) == 2
+    assert main(["train", "--dataset", "nosuchkind:/x", "--out", str(out)]) == 2
+    assert main(["train", "--dataset", dataset]) == 2  # no --out
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+    assert "batch_size" in errors[0] and "--out" in errors[2]
+
+
+def test_config_round_trip_and_validation(tmp_path):
+    config = TrainConfig(dataset="yolo:/data", fold=2, annotation="scribble", batch_size=4, embedding_cache="/tmp/c")
+    assert TrainConfig.from_json(config.to_json()) == config
+    config.save(tmp_path / "c.json")
+    assert TrainConfig.from_json(tmp_path / "c.json") == config
+    assert config.global_batch(2) == 8
+    with pytest.raises(InputError, match="surprise"):
+        TrainConfig.from_dict({**config.to_dict(), "surprise": 1})
+    with pytest.raises(InputError, match="annotation"):
+        TrainConfig(dataset="yolo:/data", annotation="lasso")
+    with pytest.raises(InputError, match="dataset"):
+        TrainConfig(dataset="/data")
+    with pytest.raises(InputError, match="amp"):
+        TrainConfig(dataset="yolo:/data", amp=True, device="cpu")
+    with pytest.raises(InputError, match="preset"):
+        TrainConfig.with_preset("huge", dataset="yolo:/data")
