@@ -31,7 +31,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from .errors import CheckpointError
+from .io.atomic import atomic_file
 
 
 @dataclass(frozen=True)
@@ -388,16 +388,11 @@ def download_to(
     folder = Path(folder).expanduser()
     url = url or download_url(spec)
     progress = sys.stderr.isatty() if progress is None else progress
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{spec.filename}.", suffix=".part", delete=False)
-    except OSError as exc:
-        raise CheckpointError(f"{folder}: cannot write the weights cache ({exc.strerror or exc})") from None
     final = folder / spec.filename
     try:
-        with tmp:
+        with atomic_file(final) as handle:
             try:
-                actual = _stream(spec, url, tmp, timeout, progress)
+                actual = _stream(spec, url, handle, timeout, progress)
             except urllib.error.HTTPError as exc:
                 raise _fail_download(spec, url, f"HTTP {exc.code} {exc.reason}") from None
             except TimeoutError:
@@ -408,12 +403,8 @@ def download_to(
                 raise _fail_download(spec, url, f"{type(exc).__name__}: {exc}") from None
             if actual != spec.sha256:
                 raise _fail_download(spec, url, f"sha256 {actual} != expected {spec.sha256} (corrupt download)")
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, final)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise CheckpointError(f"{folder}: cannot write the weights cache ({exc.strerror or exc})") from None
     _fsync_dir(folder)
     _remember_verified(final, spec)
     return final

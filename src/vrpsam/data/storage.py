@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..io.atomic import atomic_write_bytes
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as JSON so that readers see either the old file or the complete new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:

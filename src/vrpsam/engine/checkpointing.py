@@ -18,7 +18,6 @@ import io
 import os
 import random
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..io.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from ..vrp.encoder import VRPEncoder
@@ -46,30 +46,6 @@ class CheckpointPaths:
 def checkpoint_paths(out_dir: str | os.PathLike, name: str) -> CheckpointPaths:
     folder = Path(out_dir)
     return CheckpointPaths(model=folder / f"{name}{MODEL_SUFFIX}", state=folder / f"{name}{STATE_SUFFIX}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def publish(tmp: str | os.PathLike, path: Path) -> None:
-    """Move a finished temporary file into place, with the permissions a plain ``open`` would give
-    (``mkstemp`` makes it private to the owner)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
 
 
 def code_version() -> dict[str, str | None]:

@@ -154,7 +154,7 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_json` to ``path`` atomically."""
-        from .checkpointing import atomic_write_bytes
+        from ..io.atomic import atomic_write_bytes
 
         atomic_write_bytes(Path(path), (self.to_json() + "\n").encode("utf-8"))
 

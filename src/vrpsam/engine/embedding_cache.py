@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpointing import publish
+from ..io.atomic import atomic_path
 
 _TENSOR = "embedding"
 _SUFFIX = ".safetensors"
@@ -108,15 +107,8 @@ class EmbeddingCache:
 
         embedding = embedding.detach().to("cpu").contiguous()
         path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({_TENSOR: embedding}, tmp)
-            publish(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temporary:
+            save_file({_TENSOR: embedding}, str(temporary))
         self._remember(key, embedding)
 
     def embed(self, images: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str) -> torch.Tensor:

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .checkpointing import atomic_write_bytes
+from ..io.atomic import atomic_write_bytes
 
 COLUMNS = ("kind", "iteration", "epoch", "loss", "lr", "time", "miou", "fbiou")
 

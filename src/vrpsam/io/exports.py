@@ -17,41 +17,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from .atomic import atomic_file
 
 PathLike = str | os.PathLike
 
 # suffix -> PIL format name, for files whose format follows their name
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 OVERLAY_COLOR = (30, 144, 255)  # SAM's demo blue
-
-
-@contextmanager
-def atomic_file(path: PathLike) -> Iterator[BinaryIO]:
-    """Open a temporary file next to ``path`` for binary writing; on success rename it onto ``path``.
-
-    On any failure (including Ctrl-C) the temporary file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
-    # os.open with 0o666 lets the umask decide the permissions, as for any ordinary new file
-    handle = os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), "wb")
-    try:
-        with handle:
-            yield handle
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _binary(mask: Any, what: str = "mask") -> np.ndarray:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import torch
 
 from ..errors import CheckpointError, InputError
+from ..io.atomic import atomic_path
 from ..weights import load_into, read_state_dict
 from .backbones import build_backbone
 from .encoder import VRPEncoder
@@ -264,12 +264,5 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
 def _atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)

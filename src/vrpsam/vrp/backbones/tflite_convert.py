@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import CheckpointError
+from ...io.atomic import atomic_path
 from ...weights import read_state_dict
 from .mobilenet_v2 import ConvBNReLU6, InvertedResidual, MobileNetV2
 
@@ -401,7 +401,10 @@ def convert_mobilenet_v2_tflite(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such TFLite file")
     graph = _read_graph(path)
-    net = MobileNetV2()
+    # Only the layer structure is read; on the meta device it costs nothing and draws no random numbers,
+    # so converting (or not, when cached) leaves the caller's seeded generator untouched.
+    with torch.device("meta"):
+        net = MobileNetV2()
     walker = _Walker(path, graph)
     _check_input_range(walker)
     state: dict[str, Tensor] = {}
@@ -449,15 +452,8 @@ def convert_tflite_cached(path: str | os.PathLike, cache: str | os.PathLike | No
         return read_state_dict(target)
     state = convert_mobilenet_v2_tflite(path)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(state, temp)
-            os.replace(temp, target)  # atomic: readers see no file or the whole file
-        finally:
-            if os.path.exists(temp):
-                os.unlink(temp)
+        with atomic_path(target) as temporary:
+            save_file(state, str(temporary))
     except OSError as exc:
         warnings.warn(f"could not cache the converted {path.name} in {folder}: {exc}", stacklevel=2)
     return state
