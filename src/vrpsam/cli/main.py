@@ -11,6 +11,7 @@ from ..errors import VrpsamError
 from . import eval as eval_cmd
 from . import segment as segment_cmd
 from . import train as train_cmd
+from . import video as video_cmd
 from . import weights as weights_cmd
 
 # name -> (add_arguments, run, one-line help)
@@ -19,6 +20,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "segment": (segment_cmd.add_arguments, segment_cmd.run, "segment what annotated references show, in many target images"),
     "eval": (eval_cmd.add_arguments, eval_cmd.run, "few-shot mIoU / FB-IoU of a model on a dataset (torchrun-ready)"),
     "train": (train_cmd.add_arguments, train_cmd.run, "meta-train the VRP encoder on episodes (torchrun-ready, exact resume)"),
+    "video": (video_cmd.add_arguments, video_cmd.run, "segment every frame of a video from one annotated frame; DAVIS masks, J&F"),
 }
 
 
