@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 from .. import __version__
 from ..errors import VrpsamError
+from . import app as app_cmd
 from . import eval as eval_cmd
 from . import segment as segment_cmd
 from . import train as train_cmd
@@ -19,6 +20,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[a
     "weights": (weights_cmd.add_arguments, weights_cmd.run, "list known checkpoints, where they are, verify a file"),
     "segment": (segment_cmd.add_arguments, segment_cmd.run, "segment what annotated references show, in many target images"),
     "eval": (eval_cmd.add_arguments, eval_cmd.run, "few-shot mIoU / FB-IoU of a model on a dataset (torchrun-ready)"),
+    "app": (app_cmd.add_arguments, app_cmd.run, "a local web page: draw on a reference, segment targets, download masks"),
     "train": (train_cmd.add_arguments, train_cmd.run, "meta-train the VRP encoder on episodes (torchrun-ready, exact resume)"),
     "video": (video_cmd.add_arguments, video_cmd.run, "segment every frame of a video from one annotated frame; DAVIS masks, J&F"),
 }
