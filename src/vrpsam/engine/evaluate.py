@@ -99,14 +99,7 @@ def episode_logits(model: VRPSAM, query: torch.Tensor, supports: torch.Tensor, a
     (B, K·Q, 256) for a single decoding (official ``predict_mask_nshot``); for K = 1 this is
     ``model(query, supports[:, 0], annotations[:, 0])``.
     """
-    encoder = model.encoder
-    features = encoder.encode_target(query)
-    prompts = torch.cat(
-        [encoder.prompts(features, encoder.encode_reference(supports[:, k], annotations[:, k])) for k in range(supports.shape[1])],
-        dim=1,
-    )
-    low_res, _ = model.decode(model.embed(model.sam_input(query)), prompts)
-    return model.upsample(low_res, query.shape[-1])
+    return model.forward_shots(query, supports, annotations)
 
 
 def _class_keys(source: SegmentationSource, class_ids: Sequence[int]) -> dict[int, str]:

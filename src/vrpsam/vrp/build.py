@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
+from ..weights import load_into
 from ..sam.build import _assemble, sam_model_registry
 from ..sam.image_encoder import ImageEncoderViT
 from ..sam.sam import Sam
@@ -104,9 +105,66 @@ def _realistic_init(module: nn.Module) -> None:
             nn.init.normal_(parameter, std=parameter[0].numel() ** -0.5)
 
 
+# ---- lite: a small VRP-SAM trained here on frozen ImageNet MobileNetV2 features (see weights/lite/)
+
+LITE_NAME = "lite"  # also the "sam" value a lite checkpoint records under BUILD_KEY
+LITE_INPUT_SIZE = 512
+LITE_SAM_PARTS = ("image_encoder.neck", "prompt_encoder", "mask_decoder")
+LITE_NUM_QUERIES = 50
+LITE_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "lite" / "lite.safetensors"
+LITE_OUTPUT_STRIDE = 16  # MobileNetV2's semantic maps at 32×32 for 512² (layer2 stays at 64×64)
+LITE_MEMO_BYTES = 3 << 30  # frozen MobileNetV2 maps remembered per process (fp16, ~1.1 MB per image)
+
+
+def build_lite(
+    weights: PathLike | None = LITE_WEIGHTS,
+    *,
+    backbone_checkpoint: PathLike | None = "imagenet",
+    memo_bytes: int = LITE_MEMO_BYTES,
+    seed: int = 0,
+) -> VRPSAM:
+    """The ``lite`` VRP-SAM: frozen ImageNet MobileNetV2 at output stride 16 (resolved through the
+    weights registry, ``VRPSAM_WEIGHTS``) shared by a SAM-shaped image encoder (trainable neck, 256×64×64 at 512²),
+    SAM's prompt encoder and a depth-2 mask decoder, the VRP encoder ("max" annotation downsampling,
+    "masked_features" prior) and the prototype prior as dense prompt and shortcut.
+
+    ``weights``: a lite checkpoint (default: the committed ``weights/lite/lite.safetensors``), or None
+    for the seeded random initialisation training starts from. ``backbone_checkpoint``: None builds a
+    random MobileNetV2 (tests only).
+    """
+    from ..sam.lite_encoder import MemoisedBackbone, build_lite_sam
+    from .backbones import build_mobilenet_v2_backbone
+    from .proto import PrototypePrior
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        mobilenet = build_mobilenet_v2_backbone(backbone_checkpoint, output_stride=LITE_OUTPUT_STRIDE)
+        mobilenet.name = "mobilenet_v2"
+        backbone = MemoisedBackbone(mobilenet, max_bytes=memo_bytes)
+        sam = build_lite_sam(backbone, image_size=LITE_INPUT_SIZE)
+        encoder = VRPEncoder(
+            backbone, num_queries=LITE_NUM_QUERIES, annotation_downsample="max", reference_prior="masked_features"
+        )
+        prior = PrototypePrior(backbone.channels[0])
+    finally:
+        torch.random.set_rng_state(generator_state)
+    model = VRPSAM(sam, encoder, preprocessing="official", input_size=LITE_INPUT_SIZE, trainable_sam=LITE_SAM_PARTS, prior=prior)
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: lite weights missing (they are committed under weights/lite/ in the repository)")
+        state, settings = load_vrp_checkpoint(path)
+        if (settings.get(BUILD_KEY) or {}).get("sam") != LITE_NAME:
+            raise CheckpointError(f"{path}: not a lite checkpoint (its build settings are {settings.get(BUILD_KEY)!r})")
+        load_into(model.trainable_modules(), state, source=str(path))
+    return model.eval()
+
+
 # model name -> builder; a name not here is read as a checkpoint path
 MODELS: dict[str, Callable[[], VRPSAM]] = {
     "tiny-random": _tiny_random,
+    LITE_NAME: build_lite,
 }
 
 
@@ -119,7 +177,10 @@ def build_model(name_or_checkpoint: str | PathLike, **overrides) -> VRPSAM:
     path = Path(name_or_checkpoint)
     if not path.exists():
         raise InputError(f"model: {name_or_checkpoint!r} is neither a known model ({', '.join(MODELS)}) nor an existing checkpoint file")
-    return build_vrp_sam(checkpoint=path, **{**recorded_build(path), **overrides})
+    recorded = recorded_build(path)
+    if recorded.get("sam") == LITE_NAME:
+        return build_lite(path, **overrides)
+    return build_vrp_sam(checkpoint=path, **{**recorded, **overrides})
 
 
 # Metadata key of our checkpoints holding the build_vrp_sam arguments the weights were trained with

@@ -34,6 +34,10 @@ COSINE_EPS = 1e-7
 MAP_SCALE = 10.0
 # Modules that train; everything else (the backbone) is frozen.
 TRAINABLE_MODULES = ("downsample_query", "merge_1", "transformer_decoder")
+# How the reference's layer4 map for the target prior is made: "official" runs layer4 on the masked
+# layer3 map; "masked_features" masks the layer4 map of the whole image, which depends on the image
+# only, so frozen features can be cached per image (and it keeps the unmasked map for other uses).
+REFERENCE_PRIORS = ("official", "masked_features")
 
 
 @dataclass
@@ -53,6 +57,9 @@ class ReferenceEncoding:
     mask: torch.Tensor  # (B, 1, h, w): the annotation on the layer3 grid
     prototype: torch.Tensor  # (B, hidden, 1, 1): masked average of the reference features
     queries: torch.Tensor  # (B, Q, hidden): prompt-generator queries after the reference stage
+    # Unmasked frozen maps of the reference, kept with the "masked_features" prior only (else None):
+    mid: torch.Tensor | None = None  # (B, c2 + c3, h, w)
+    deep: torch.Tensor | None = None  # (B, c4, h, w)
 
     @property
     def batch_size(self) -> int:
@@ -100,7 +107,8 @@ class VRPEncoder(nn.Module):
     ``backbone``: a frozen module with stages ``layer0`` .. ``layer4`` and ``channels = (c2, c3, c4)``
     (see :mod:`vrpsam.vrp.backbones`). ``annotation_downsample``: how the annotation reaches the
     layer3 grid, ``"nearest"`` (official; drops most single-pixel clicks) or ``"max"`` (keeps them,
-    needs a model trained that way).
+    needs a model trained that way). ``reference_prior``: see :data:`REFERENCE_PRIORS` (``"official"``
+    unless a model was trained otherwise).
     """
 
     def __init__(
@@ -109,6 +117,7 @@ class VRPEncoder(nn.Module):
         num_queries: int = 50,
         hidden_dim: int = 256,
         annotation_downsample: str = "nearest",
+        reference_prior: str = "official",
     ) -> None:
         super().__init__()
         c2, c3, _ = backbone.channels
@@ -120,6 +129,9 @@ class VRPEncoder(nn.Module):
             modes = ", ".join(DOWNSAMPLE_MODES)
             raise InputError(f"annotation_downsample: expected one of {modes}, got {annotation_downsample!r}")
         self.annotation_downsample = annotation_downsample
+        if reference_prior not in REFERENCE_PRIORS:
+            raise InputError(f"reference_prior: expected one of {', '.join(REFERENCE_PRIORS)}, got {reference_prior!r}")
+        self.reference_prior = reference_prior
         self.downsample_query = nn.Sequential(
             nn.Conv2d(c2 + c3, hidden_dim, kernel_size=1, bias=False),
             nn.ReLU(),
@@ -170,13 +182,17 @@ class VRPEncoder(nn.Module):
         with torch.no_grad():
             mid, f3 = self._mid_features(reference)
             mask = downsample_annotation(annotation, f3.shape[-2:], self.annotation_downsample).to(f3.dtype)
-            deep = self.backbone.layer4(f3 * mask)
+            unmasked = self.backbone.layer4(f3) if self.reference_prior == "masked_features" else None
+            deep = self.backbone.layer4(f3 * mask) if unmasked is None else unmasked
             deep = deep * F.interpolate(mask, size=deep.shape[-2:], mode="bilinear", align_corners=True)
         features = self.downsample_query(mid)
         prototype = masked_average(features, mask)
         tokens = self._merge(features, prototype, mask)
         queries = self.transformer_decoder.attend_reference(tokens)
-        return ReferenceEncoding(tokens=tokens, masked_deep=deep, mask=mask, prototype=prototype, queries=queries)
+        return ReferenceEncoding(
+            tokens=tokens, masked_deep=deep, mask=mask, prototype=prototype, queries=queries,
+            mid=None if unmasked is None else mid, deep=unmasked,
+        )
 
     def prompts(self, target: TargetFeatures, reference: ReferenceEncoding) -> torch.Tensor:
         """Target features and an encoded reference (batch B or 1) -> prompts (B, num_queries, hidden_dim)."""

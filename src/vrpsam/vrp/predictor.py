@@ -131,7 +131,8 @@ class VRPPredictor:
         features = model.encoder.encode_target(target)
         embeddings = model.embed(sam_image)
         prompts = self._fused_prompts(features)
-        low_res, iou = model.decode(embeddings, prompts)
+        prior = model.prior_logits(features, self._references)  # None unless the model has a prior (lite)
+        low_res, iou = model.decode(embeddings, prompts) if prior is None else model.decode(embeddings, prompts, prior)
         if mode == "official":
             low_res = model.upsample(low_res, model.input_size)
         results = []
