@@ -28,7 +28,8 @@ _FIELDS = {
     "num_queries": "num_queries", "annotation_downsample": "annotation_downsample",
     "preprocessing": "preprocessing", "val_episodes": "val_episodes", "validate_every": "validate_every",
     "device": "device", "workers": "workers", "out": "out_dir", "embedding_cache": "embedding_cache",
-    "index_cache": "index_cache",
+    "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste",
+    "same_image": "same_image",
 }  # fmt: skip
 
 
@@ -38,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--fold", type=int, help="train on the other folds' classes (default 0)")
     data.add_argument("--annotation", choices=ANNOTATIONS, help="reference annotation simulated per episode (default mask)")
     data.add_argument("--shots", type=int, help="support images per training episode (default 1)")
+    augment = parser.add_argument_group("augmentation (default: none, as the official recipe)")
+    augment.add_argument("--augment", action="store_true", help="flips, scale/crop jitter, colour jitter")
+    augment.add_argument("--augment-views", type=int, metavar="N", help="N fixed augmented views per photo, so frozen features are reused (default 0: fresh each time)")
+    augment.add_argument("--copy-paste", type=float, metavar="P", help="probability of pasting an instance from another training image (needs --augment)")
+    augment.add_argument("--same-image", type=float, metavar="F", help="fraction of episodes made of two augmentations of one photo")
     optim = parser.add_argument_group("optimisation (defaults: the official recipe)")
     optim.add_argument("--epochs", type=int, help="default 50")
     optim.add_argument("--batch-size", type=int, help="episodes per process and step; global batch = this x processes (recipe: 8 in total)")
@@ -48,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--max-iters", type=int, help="stop after N iterations in total (smoke runs)")
     optim.add_argument("--overfit-episodes", type=int, metavar="N", help="debug: train on the same N episodes over and over")
     model = parser.add_argument_group("model")
-    model.add_argument("--model-preset", choices=sorted(PRESETS), help="named model settings (tiny: random 128px SAM + ImageNet MobileNetV2, CPU-sized)")
-    model.add_argument("--sam", help="SAM variant: vit_h (default), vit_l, vit_b, vit_t (MobileSAM), tiny")
+    model.add_argument("--model-preset", choices=sorted(PRESETS), help="named model settings (tiny: random 128px SAM + ImageNet MobileNetV2, CPU-sized; lite: the small demo model, SAM-shaped parts trained from scratch on ImageNet MobileNetV2)")
+    model.add_argument("--sam", help="SAM variant: vit_h (default), vit_l, vit_b, vit_t (MobileSAM), tiny, lite")
     model.add_argument("--sam-checkpoint", metavar="PATH_OR_NAME", help="SAM weights (path or registry name, e.g. sam_vit_h)")
     model.add_argument("--backbone", help="resnet50_v2 (default), resnet101_v2, vgg16_bn, mobilenet_v2")
     model.add_argument("--backbone-checkpoint", metavar="PATH", help="backbone weights (imagenet for mobilenet_v2)")
@@ -83,6 +89,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given["select_on"] = "test"
     if args.amp:
         given["amp"] = True
+    if args.augment:
+        given["augment"] = True
     if args.no_tensorboard:
         given["tensorboard"] = False
     settings = {**base, **given}

@@ -25,6 +25,7 @@ SELECT_ON = ("val", "test")
 DEVICES = ("auto", "cpu", "cuda")
 PREPROCESSING = ("official", "standard")
 TINY_SAM = "tiny"  # a seeded random 2-block ViT SAM (see vrpsam.vrp.build.build_tiny_sam), for tests
+LITE_SAM = "lite"  # the lite model (vrpsam.vrp.build.build_lite): SAM-shaped, trained from scratch with the VRP encoder
 RECIPE_GLOBAL_BATCH = 8
 
 # Named model settings; explicit fields given alongside a preset win (see TrainConfig.with_preset).
@@ -35,6 +36,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         sam=TINY_SAM, sam_checkpoint=None, backbone="mobilenet_v2", backbone_checkpoint="imagenet",
         image_size=128, input_size=128, num_queries=50,
+    ),
+    # The lite model: frozen ImageNet MobileNetV2 + SAM-shaped neck/decoder trained from scratch, 512².
+    "lite": dict(
+        sam=LITE_SAM, sam_checkpoint=None, backbone="mobilenet_v2", backbone_checkpoint="imagenet",
+        image_size=512, input_size=512, num_queries=50, annotation_downsample="max",
     ),
 }  # fmt: skip
 
@@ -57,6 +63,11 @@ class TrainConfig:
     iters_per_epoch: int | None = None  # None: the dataset's epoch (training episodes / global batch)
     max_iters: int | None = None  # stop after this many iterations in total (tests, smoke runs)
     overfit_episodes: int | None = None  # debug: train on epoch 0's first N episodes only, over and over
+    # augmentation (vrpsam.data.augment; all off by default, as the official recipe)
+    augment: bool = False  # flips, scale/crop jitter, colour jitter
+    augment_views: int = 0  # 0: fresh per draw; N: N fixed views per photo (frozen features reusable)
+    copy_paste: float = 0.0  # probability of pasting an instance from another training image
+    same_image: float = 0.0  # fraction of episodes whose query is another augmentation of the support photo
     # model
     sam: str = "vit_h"  # a sam_model_registry name, or "tiny"
     sam_checkpoint: str | None = None  # path or weights-registry name; None = random weights
@@ -97,7 +108,15 @@ class TrainConfig:
         for name in ("iters_per_epoch", "max_iters", "overfit_episodes"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
-        for name in ("fold", "workers", "val_episodes", "validate_every", "seed"):
+        for name in ("copy_paste", "same_image"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise InputError(f"{name}: expected a fraction in [0, 1], got {value!r}")
+        if (self.augment_views or self.copy_paste) and not self.augment:
+            raise InputError("augment_views/copy_paste: they are part of augmentation; add --augment")
+        if self.sam == LITE_SAM and (self.backbone != "mobilenet_v2" or self.image_size != self.input_size):
+            raise InputError("sam: lite is built on mobilenet_v2 with image_size = input_size (use --model-preset lite)")
+        for name in ("fold", "workers", "val_episodes", "validate_every", "seed", "augment_views"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"{name}: expected a non-negative integer, got {value!r}")

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.augment import AugmentConfig, Augmenter, SameImageEpisodes
 from ..data.dataset import EpisodeDataset, collate_episodes
 from ..data.episodes import Episode, TrainingEpisodes
 from ..data.folds import split_fold, validation_split
@@ -52,7 +53,7 @@ from ..errors import CheckpointError, InputError
 from ..sam.build import sam_model_registry
 from ..sam.sam import Sam
 from ..vrp.backbones import build_backbone
-from ..vrp.build import BUILD_KEY, TINY_SAM_SIZE, build_tiny_sam
+from ..vrp.build import BUILD_KEY, TINY_SAM_SIZE, build_lite, build_tiny_sam
 from ..vrp.checkpoint import load_vrp_checkpoint
 from ..vrp.encoder import VRPEncoder
 from ..vrp.model import VRPSAM
@@ -67,7 +68,7 @@ from .checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import TINY_SAM, TrainConfig
+from .config import LITE_SAM, TINY_SAM, TrainConfig
 from .embedding_cache import EmbeddingCache, sam_identity
 from .logging import CsvLog, TensorBoardLog, progress_bar
 from .losses import segmentation_loss
@@ -136,6 +137,9 @@ def build_training_model(config: TrainConfig) -> VRPSAM:
     depend on that. So every rank, and every run with the same seed, starts from the same weights.
     ``sam="tiny"`` is :func:`vrpsam.vrp.build.build_tiny_sam` with seed 0 (image size 128).
     """
+    if config.sam == LITE_SAM:
+        # Everything but the frozen MobileNetV2 is trained from scratch, drawn from config.seed.
+        return build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed)
     torch.manual_seed(config.seed)  # a random backbone (no checkpoint, experiments)
     backbone = build_backbone(config.backbone, config.backbone_checkpoint)
     torch.manual_seed(config.seed)
@@ -165,18 +169,16 @@ class TrainingModel(nn.Module):
         super().__init__()
         self.vrp = vrp
 
-    def forward(self, target: torch.Tensor, references: torch.Tensor, annotations: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, references: torch.Tensor, annotations: torch.Tensor,
+                embeddings: torch.Tensor | None) -> torch.Tensor:
         """Target (B, 3, S, S), references (B, K, 3, S, S), annotations (B, K, S, S), embeddings
-        (B, 256, h, w) -> logits (B, 1, S, S)."""
-        encoder = self.vrp.encoder
-        prompts = [encoder(target, references[:, k], annotations[:, k]) for k in range(references.shape[1])]
-        low_res, _ = self.vrp.decode(embeddings, torch.cat(prompts, dim=1))
-        return self.vrp.upsample(low_res, target.shape[-1])
+        (B, 256, h, w) or None when SAM's image encoder trains (then computed here) -> logits (B, 1, S, S)."""
+        return self.vrp.forward_shots(target, references, annotations, embeddings=embeddings)
 
 
 def frozen_parameters(model: VRPSAM) -> list[nn.Parameter]:
-    """Every parameter outside the VRP encoder's trainable parts."""
-    trainable = {id(p) for p in model.encoder.trainable_parameters()}
+    """Every parameter outside the model's trainable parts."""
+    trainable = {id(p) for p in model.trainable_parameters()}
     return [p for p in model.parameters() if id(p) not in trainable]
 
 
@@ -226,8 +228,16 @@ class MixedAnnotations(Dataset):
 
 
 def epoch_dataset(config: TrainConfig, source: Any, episodes: Sequence[Episode]) -> Dataset:
+    augment = None
+    if config.augment:
+        settings = AugmentConfig(copy_paste=config.copy_paste, views=config.augment_views, seed=config.seed)
+        augment = Augmenter(settings, source)
+    if config.same_image:
+        episodes = SameImageEpisodes(episodes, config.same_image, config.seed)
+
     def make(annotation: str) -> EpisodeDataset:
-        return EpisodeDataset(source, episodes, size=config.input_size, annotation=annotation, training=True, seed=config.seed)
+        return EpisodeDataset(source, episodes, size=config.input_size, annotation=annotation, training=True,
+                              seed=config.seed, augment=augment)
 
     if config.annotation == "mixed":
         return MixedAnnotations({c: make(c) for c in CONDITIONS}, episodes, config.seed)
@@ -277,7 +287,7 @@ class Trainer:
         self.stop_at = min(self.total_iters, config.max_iters or self.total_iters)
 
         self.model = build_training_model(config).to(self.device)
-        self.trainable = self.model.encoder.trainable_parameters()
+        self.trainable = self.model.trainable_parameters()
         if any(p.requires_grad for p in frozen_parameters(self.model)):
             raise RuntimeError("SAM or the backbone has parameters that require gradients; they must stay frozen")
         self.net = self._wrap(TrainingModel(self.model))
@@ -339,8 +349,11 @@ class Trainer:
         )
         return iter(loader)
 
-    def embeddings(self, target: torch.Tensor) -> torch.Tensor:
-        """SAM image embeddings (B, 256, h, w) of CPU targets (B, 3, S, S), from the cache when enabled."""
+    def embeddings(self, target: torch.Tensor) -> torch.Tensor | None:
+        """SAM image embeddings (B, 256, h, w) of CPU targets (B, 3, S, S), from the cache when enabled;
+        None when part of SAM's image encoder trains (the model computes them, with gradients)."""
+        if self.model._image_encoder_trains:
+            return None
 
         def compute(images: torch.Tensor) -> torch.Tensor:
             with self._autocast():
@@ -459,7 +472,7 @@ class Trainer:
         paths = checkpoint_paths(self.out_dir, name)
         if self.main:
             state = self.training_state() if with_state else None
-            save_checkpoint(self.out_dir, name, encoder=self.model.encoder, metadata=self.metadata(metrics), training_state=state)
+            save_checkpoint(self.out_dir, name, encoder=TrainedParts(self.model), metadata=self.metadata(metrics), training_state=state)
         distributed.barrier()
         return paths
 
@@ -469,7 +482,7 @@ class Trainer:
         self._check_resumable(state, path)
         model_path = pair_for(path).model
         weights, _ = load_vrp_checkpoint(model_path)
-        load_into(self.model.encoder.trainable_modules(), weights, source=str(model_path))
+        load_into(self.model.trainable_modules(), weights, source=str(model_path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
@@ -558,6 +571,18 @@ class Trainer:
             self.tensorboard.close()
         if self.owns_group:
             distributed.cleanup()
+
+
+class TrainedParts:
+    """What a checkpoint stores of a model: the VRP encoder's settings and every trainable part
+    (:meth:`VRPSAM.trainable_modules`: the encoder's alone, official key names, unless SAM parts or
+    a prior train too)."""
+
+    def __init__(self, model: VRPSAM) -> None:
+        encoder = model.encoder
+        self.backbone_name, self.num_queries = encoder.backbone_name, encoder.num_queries
+        self.hidden_dim, self.annotation_downsample = encoder.hidden_dim, encoder.annotation_downsample
+        self.trainable_modules = model.trainable_modules
 
 
 def _as_recorded_path(value: str | None) -> str | None:
