@@ -67,11 +67,14 @@ def test_box_gives_two_corner_tokens_and_no_padding(encoder):
     np.testing.assert_allclose(sparse[0, 2].detach(), bottom_right, atol=1e-5)
 
 
-def test_point_labels_2_and_3_are_box_corners(encoder):
-    box = torch.tensor([[2.0, 4.0, 50.0, 60.0]])
-    as_box, _ = encoder(None, box, None)
-    as_points, _ = encoder((box.reshape(1, 2, 2), torch.tensor([[2, 3]])), None, None)
-    torch.testing.assert_close(as_points[:, :2], as_box, rtol=0, atol=1e-6)
+def test_other_point_labels_get_position_only_as_official(encoder):
+    # The official PromptEncoder embeds labels 0 and 1 only; labels 2/3 (ONNX box corners) keep their
+    # position encoding and no label embedding. Box corners proper go through `boxes`.
+    coords = torch.tensor([[[2.0, 4.0], [50.0, 60.0]]])
+    as_corners, _ = encoder((coords, torch.tensor([[2, 3]])), None, None)
+    as_background, _ = encoder((coords, torch.tensor([[0, 0]])), None, None)
+    background = encoder.point_embeddings[0].weight
+    torch.testing.assert_close(as_corners[:, :2] + background, as_background[:, :2], rtol=0, atol=1e-6)
 
 
 def test_masks_and_batches(encoder):

@@ -49,10 +49,9 @@ class PositionEmbeddingRandom(nn.Module):
 class PromptEncoder(nn.Module):
     """Embeds point, box and mask prompts for :class:`~vrpsam.sam.mask_decoder.MaskDecoder`.
 
-    Point labels: 1 foreground, 0 background, -1 padding ("not a point"), 2 and 3 the top-left and
-    bottom-right corners of a box. Labels 2 and 3 get the box-corner embeddings, as in SAM's ONNX export
-    and SAM 2; the official PyTorch ``PromptEncoder`` adds no label embedding to them. Labels -1, 0 and 1
-    (everything the official predictor produces) give identical results.
+    Point labels: 1 foreground, 0 background, -1 padding ("not a point"). Any other label (SAM's ONNX
+    export uses 2 and 3 for box corners) gets its position encoding only, with no label embedding, as
+    in the official PyTorch ``PromptEncoder``; box corners are embedded through ``boxes``.
     """
 
     num_point_embeddings = 4  # background, foreground, box top-left, box bottom-right
@@ -96,8 +95,9 @@ class PromptEncoder(nn.Module):
             labels = torch.cat([labels, labels.new_full((labels.shape[0], 1), -1)], dim=1)
         labels = labels.long()
         encoding = self.pe_layer.forward_with_coords(points, self.input_image_size)
-        label_table = torch.cat([e.weight for e in self.point_embeddings], dim=0)
-        labelled = encoding + label_table[labels.clamp(min=0)]
+        # Rows 0 and 1 embed background and foreground; other labels add nothing (official behaviour).
+        label_table = torch.cat([self.point_embeddings[0].weight, self.point_embeddings[1].weight], dim=0)
+        labelled = encoding + label_table[labels.clamp(0, 1)] * ((labels == 0) | (labels == 1))[..., None]
         padding = self.not_a_point_embed.weight.expand_as(encoding)
         return torch.where((labels == -1)[..., None], padding, labelled)
 
