@@ -8,6 +8,12 @@ the images themselves, N(0, 1/fan_in) VRP layers), saves its DDP-style state dic
 ``best_model.pt``, loads that file with :func:`vrpsam.vrp.checkpoint.load_official_vrp_checkpoint`, and
 compares the prompt tokens for a real reference/target pair at 512x512 in eval mode.
 
+With ``--sam vit_b`` it also compares end-to-end logits: the official repository's own SAM wrapper
+(``SAM2pred.py``'s recipe on its vendored ``segment_anything``: the 512² target upsampled to 1024² with
+corners aligned, prompts as sparse embeddings, ``no_mask_embed``, one mask, logits upsampled to 512²)
+against ``vrpsam.build_vrp_sam(sam="vit_b", sam_checkpoint=..., checkpoint=best_model.pt)``, both with
+the same seeded random SAM weights saved in the official layout.
+
 The official annotation generators are used as they are: whatever map the official forward builds for
 ``--condition`` (it returns it) is what our encoder receives.
 """
@@ -42,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--sam", choices=["vit_b"], help="also compare end-to-end logits with this SAM (random weights)")
     return parser.parse_args()
 
 
@@ -63,6 +70,57 @@ def import_official(root: Path):
         builder = getattr(module, name)
         setattr(module, name, lambda pretrained=False, _builder=builder, **kw: _builder(pretrained=False, **kw))
     return official
+
+
+def import_official_sam(root: Path):
+    """The official repository's vendored (prompt-aware) ``segment_anything``.
+
+    Its predictor module imports torchvision, which this comparison never calls: a stub stands in.
+    """
+    stubs = {
+        "torchvision.transforms.functional": ("resize", "to_pil_image"),
+        "torchvision.ops.boxes": ("batched_nms", "box_area"),
+    }
+    for name, attributes in stubs.items():
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            sys.modules.setdefault(".".join(parts[:depth]), types.ModuleType(".".join(parts[:depth])))
+        for attribute in attributes:
+            setattr(sys.modules[name], attribute, None)
+    sys.path.insert(0, str(root / "segment-anything"))
+    import segment_anything
+
+    return segment_anything
+
+
+@torch.no_grad()
+def randomise_sam(sam: nn.Module) -> None:
+    """Realistic random SAM weights (N(0, 1/fan_in), norms near 1) so that bugs are not hidden below 1e-4."""
+    for name, p in sam.named_parameters():
+        if "rel_pos" in name or name.endswith("pos_embed"):
+            p.normal_(0, 0.1)
+        elif p.dim() > 1:
+            p.normal_(0, p[0].numel() ** -0.5)
+        elif "norm" in name and name.endswith("weight"):
+            p.normal_(1, 0.1)
+        else:
+            p.normal_(0, 0.05)
+
+
+@torch.no_grad()
+def official_sam_logits(sam: nn.Module, target: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    """SAM2pred's forward (no feature cache): (B, 1, 512, 512) logits from the 512² target and prompts."""
+    size = target.shape[-2:]
+    features = sam.image_encoder(nn.functional.interpolate(target, (1024, 1024), mode="bilinear", align_corners=True))
+    sparse, dense = sam.prompt_encoder(points=None, boxes=None, protos=prompts, masks=None)
+    low_res, _ = sam.mask_decoder(
+        image_embeddings=features,
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=False,
+    )
+    return nn.functional.interpolate(low_res, size=size, mode="bilinear", align_corners=True)
 
 
 def load_image(path: Path, size: int) -> torch.Tensor:
@@ -129,17 +187,37 @@ def main() -> int:
         path = Path(tmp) / "best_model.pt"
         torch.save({"module." + k: v for k, v in theirs.state_dict().items()}, path)
         ours = load_official_vrp_checkpoint(path)
-    print(f"official checkpoint: {len(theirs.state_dict())} tensors; ours: backbone {ours.backbone_name}, {ours.num_queries} queries")
+        print(f"official checkpoint: {len(theirs.state_dict())} tensors; ours: backbone {ours.backbone_name}, {ours.num_queries} queries")
 
-    with torch.no_grad():
-        torch.manual_seed(args.seed)
-        expected, annotation = theirs(args.condition, target, reference, mask, False)
-        prompts = ours(target, reference, annotation.float())
-    diff = (prompts - expected).abs().max().item()
-    print(f"condition {args.condition}: annotation covers {int(annotation.sum())} px of {args.size}x{args.size}")
-    print(f"prompts {tuple(prompts.shape)}, mean |official| {expected.abs().mean().item():.4f}")
-    print(f"max abs diff {diff:.3e} (tolerance {args.tolerance:g})")
-    return 0 if diff <= args.tolerance else 1
+        with torch.no_grad():
+            torch.manual_seed(args.seed)
+            expected, annotation = theirs(args.condition, target, reference, mask, False)
+            prompts = ours(target, reference, annotation.float())
+        diff = (prompts - expected).abs().max().item()
+        print(f"condition {args.condition}: annotation covers {int(annotation.sum())} px of {args.size}x{args.size}")
+        print(f"prompts {tuple(prompts.shape)}, mean |official| {expected.abs().mean().item():.4f}")
+        print(f"max abs diff {diff:.3e} (tolerance {args.tolerance:g})")
+        if args.sam is None:
+            return 0 if diff <= args.tolerance else 1
+
+        official_sam = import_official_sam(args.official_vrp.resolve()).sam_model_registry[args.sam]()
+        torch.manual_seed(args.seed + 1)
+        randomise_sam(official_sam)
+        official_sam.eval()
+        sam_path = Path(tmp) / "sam.pth"
+        torch.save(official_sam.state_dict(), sam_path)
+        from vrpsam.vrp.build import build_vrp_sam
+
+        model = build_vrp_sam(sam=args.sam, sam_checkpoint=sam_path, checkpoint=path, preprocessing="official")
+        with torch.no_grad():
+            theirs_logits = official_sam_logits(official_sam, target, expected)
+            our_logits = model(target, reference, annotation.float())
+    logit_diff = (our_logits - theirs_logits).abs().max().item()
+    flipped = ((our_logits > 0) != (theirs_logits > 0)).float().mean().item()
+    print(f"end-to-end logits {tuple(our_logits.shape)} with SAM {args.sam}: mean |official| {theirs_logits.abs().mean().item():.4f}, "
+          f"foreground {(theirs_logits > 0).float().mean().item():.1%}")
+    print(f"max abs diff {logit_diff:.3e} (tolerance {args.tolerance:g}); mask pixels differing {flipped:.2e}")
+    return 0 if max(diff, logit_diff) <= args.tolerance else 1
 
 
 if __name__ == "__main__":
