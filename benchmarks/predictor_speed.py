@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    model = build_vrp_sam(sam=args.sam, backbone=args.backbone, preprocessing=args.preprocessing)
+    model = build_vrp_sam(sam=args.sam, sam_checkpoint=None, backbone=args.backbone, preprocessing=args.preprocessing)
     predictor = VRPPredictor(model)
     reference, mask = load_image(args.data / "cat_00.jpg"), load_mask(args.data / "cat_00.png")
     target = load_image(args.data / "cat_01.jpg")

@@ -138,3 +138,13 @@ def test_mask_and_scribble_may_be_files(model, tmp_path):
     np.testing.assert_allclose(predictor.predict(photo(1)).logits, from_file, atol=1e-6)
     predictor.set_reference(photo(0), scribble=str(tmp_path / "mask.png"))
     assert predictor.num_references == 1
+
+
+def test_build_vrp_sam_never_falls_back_to_random_sam_weights(monkeypatch, tmp_path):
+    # Without a SAM checkpoint the official file is looked up; offline and absent, that is a clear error.
+    from vrpsam.errors import CheckpointError
+    from vrpsam.vrp.build import build_vrp_sam
+
+    monkeypatch.setenv("VRPSAM_WEIGHTS", str(tmp_path))
+    with pytest.raises(CheckpointError, match="sam_vit_b_01ec64.pth"):
+        build_vrp_sam(sam="vit_b", backbone="mobilenet_v2", image_size=64)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-# SAM model -> the registry entry of its official weights
-SAM_WEIGHTS = {"default": "sam_vit_h", "vit_h": "sam_vit_h", "vit_l": "sam_vit_l", "vit_b": "sam_vit_b", "vit_t": "mobile_sam"}
+from ..sam.build import OFFICIAL_WEIGHTS
 LEARNED_SAM = "vit_h"  # the official VRP-SAM runs on SAM ViT-H
 
 
@@ -23,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", metavar="NAME_OR_CHECKPOINT", help="a model name (e.g. tiny-random) or a VRP encoder checkpoint file")
     model.add_argument("--method", choices=("learned", "training-free"),
                        help="learned: VRP-SAM (default with --model); training-free: SAM only, PerSAM-style (default with --sam)")
-    model.add_argument("--sam", metavar="NAME", help=f"SAM variant ({', '.join(SAM_WEIGHTS)}) for a checkpoint --model or training-free")
+    model.add_argument("--sam", metavar="NAME", help=f"SAM variant ({', '.join(OFFICIAL_WEIGHTS)}) for a checkpoint --model or training-free")
     model.add_argument("--sam-checkpoint", metavar="PATH_OR_NAME", help="SAM weights: a file or a weights-registry name (default: the variant's official file)")
     model.add_argument("--backbone-checkpoint", metavar="PATH", help="backbone weights for a VRP checkpoint that lacks them")
     model.add_argument("--fusion", choices=("concat", "mean"), help="k-shot rule of the learned model (default concat, the official one)")
@@ -78,9 +77,9 @@ def choose_method(args: argparse.Namespace) -> str:
 
 def _sam_choice(args: argparse.Namespace, default: str) -> tuple[str, str]:
     """(SAM variant, its checkpoint name or path); the variant follows a registry name when --sam is absent."""
-    by_weights = {weights: name for name, weights in SAM_WEIGHTS.items() if name != "default"}
+    by_weights = {weights: name for name, weights in OFFICIAL_WEIGHTS.items() if name != "default"}
     sam = args.sam or by_weights.get(args.sam_checkpoint or "", default)
-    return sam, args.sam_checkpoint or SAM_WEIGHTS[sam]
+    return sam, args.sam_checkpoint or OFFICIAL_WEIGHTS[sam]
 
 
 def resolve_device(text: str):

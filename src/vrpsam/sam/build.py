@@ -91,3 +91,12 @@ sam_model_registry: dict[str, Callable[..., Sam]] = {
     "vit_b": build_sam_vit_b,
     "vit_t": build_sam_vit_t,
 }
+
+# model name -> the weights-registry entry of its official checkpoint
+OFFICIAL_WEIGHTS: dict[str, str] = {
+    "default": "sam_vit_h",
+    "vit_h": "sam_vit_h",
+    "vit_l": "sam_vit_l",
+    "vit_b": "sam_vit_b",
+    "vit_t": "mobile_sam",
+}

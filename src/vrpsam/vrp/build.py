@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import CheckpointError, InputError
 from ..weights import load_into
-from ..sam.build import _assemble, sam_model_registry
+from ..sam.build import OFFICIAL_WEIGHTS, _assemble, sam_model_registry
 from ..sam.image_encoder import ImageEncoderViT
 from ..sam.sam import Sam
 from .backbones import build_backbone
@@ -26,7 +26,7 @@ def build_vrp_sam(
     *,
     sam: str | Sam = "vit_h",
     backbone: str = "resnet50_v2",
-    sam_checkpoint: PathLike | None = None,
+    sam_checkpoint: PathLike | None = "official",
     backbone_checkpoint: PathLike | None = None,
     checkpoint: PathLike | None = None,
     preprocessing: str = "official",
@@ -37,8 +37,9 @@ def build_vrp_sam(
 ) -> VRPSAM:
     """VRP-SAM from its parts.
 
-    ``sam``: a ``sam_model_registry`` name (weights from ``sam_checkpoint``, a path or registry name) or
-    a built :class:`Sam`. ``checkpoint``: VRP encoder weights, official ``best_model.pt`` or our
+    ``sam``: a ``sam_model_registry`` name or a built :class:`Sam`. ``sam_checkpoint``: ``"official"``
+    (default) for the variant's official file found through the weights registry, a path or registry
+    name, or ``None`` for random weights (tests and speed measurements only). ``checkpoint``: VRP encoder weights, official ``best_model.pt`` or our
     ``.safetensors``; the backbone and query count then come from the file. Without it the encoder is
     randomly initialised on ``backbone`` (weights from ``backbone_checkpoint``).
     ``annotation_downsample`` defaults to the checkpoint's setting, else ``"nearest"`` (official).
@@ -46,6 +47,8 @@ def build_vrp_sam(
     if isinstance(sam, str):
         if sam not in sam_model_registry:
             raise InputError(f"sam: unknown model {sam!r} (known: {', '.join(sam_model_registry)})")
+        if sam_checkpoint == "official":
+            sam_checkpoint = OFFICIAL_WEIGHTS[sam]
         sam = sam_model_registry[sam](checkpoint=sam_checkpoint, image_size=image_size)
     if checkpoint is not None:
         encoder = load_vrp_encoder(checkpoint, backbone_checkpoint=backbone_checkpoint, annotation_downsample=annotation_downsample)
