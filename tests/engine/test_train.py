@@ -145,7 +145,8 @@ def test_train_cli_runs_and_reports_bad_input_in_one_line(tiny, tmp_path, capsys
 
 
 def test_config_round_trip_and_validation(tmp_path):
-    config = TrainConfig(dataset="yolo:/data", fold=2, annotation="scribble", batch_size=4, embedding_cache="/tmp/c")
+    config = TrainConfig(dataset="yolo:/data", fold=2, annotation="scribble", batch_size=4, embedding_cache="/tmp/c",
+                         backbone_checkpoint="resnet50_v2.pth")
     assert TrainConfig.from_json(config.to_json()) == config
     config.save(tmp_path / "c.json")
     assert TrainConfig.from_json(tmp_path / "c.json") == config
@@ -153,10 +154,17 @@ def test_config_round_trip_and_validation(tmp_path):
     with pytest.raises(InputError, match="surprise"):
         TrainConfig.from_dict({**config.to_dict(), "surprise": 1})
     with pytest.raises(InputError, match="annotation"):
-        TrainConfig(dataset="yolo:/data", annotation="lasso")
+        TrainConfig(dataset="yolo:/data", annotation="lasso", backbone_checkpoint="resnet50_v2.pth")
     with pytest.raises(InputError, match="dataset"):
         TrainConfig(dataset="/data")
     with pytest.raises(InputError, match="amp"):
-        TrainConfig(dataset="yolo:/data", amp=True, device="cpu")
+        TrainConfig(dataset="yolo:/data", amp=True, device="cpu", backbone_checkpoint="resnet50_v2.pth")
     with pytest.raises(InputError, match="preset"):
         TrainConfig.with_preset("huge", dataset="yolo:/data")
+
+
+def test_official_recipe_never_trains_on_random_weights(tmp_path):
+    config = TrainConfig(dataset="yolo:/data", backbone_checkpoint="resnet50_v2.pth")
+    assert config.sam_checkpoint == "official"  # SAM's official file, found through the registry
+    with pytest.raises(InputError, match="backbone_checkpoint: resnet50_v2 needs its weights"):
+        TrainConfig(dataset="yolo:/data")

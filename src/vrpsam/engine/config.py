@@ -70,7 +70,9 @@ class TrainConfig:
     same_image: float = 0.0  # fraction of episodes whose query is another augmentation of the support photo
     # model
     sam: str = "vit_h"  # a sam_model_registry name, or "tiny"
-    sam_checkpoint: str | None = None  # path or weights-registry name; None = random weights
+    # "official": the variant's official file through the weights registry; a path or registry name;
+    # None: random weights (the tiny and lite presets, or an explicit experiment)
+    sam_checkpoint: str | None = "official"
     backbone: str = "resnet50_v2"
     backbone_checkpoint: str | None = None  # path, or "imagenet" for mobilenet_v2
     image_size: int = 1024  # SAM's input side
@@ -114,6 +116,9 @@ class TrainConfig:
                 raise InputError(f"{name}: expected a fraction in [0, 1], got {value!r}")
         if (self.augment_views or self.copy_paste) and not self.augment:
             raise InputError("augment_views/copy_paste: they are part of augmentation; add --augment")
+        if self.sam not in (LITE_SAM, TINY_SAM) and self.backbone_checkpoint is None:
+            raise InputError(f"backbone_checkpoint: {self.backbone} needs its weights file (e.g. {self.backbone}.pth); "
+                             "a VRP encoder on a random backbone learns nothing useful")
         if self.sam == LITE_SAM and (self.backbone != "mobilenet_v2" or self.image_size != self.input_size):
             raise InputError("sam: lite is built on mobilenet_v2 with image_size = input_size (use --model-preset lite)")
         for name in ("fold", "workers", "val_episodes", "validate_every", "seed", "augment_views"):

@@ -50,7 +50,7 @@ from ..data.folds import split_fold, validation_split
 from ..data.simulate import CONDITIONS
 from ..data.sources import open_source
 from ..errors import CheckpointError, InputError
-from ..sam.build import sam_model_registry
+from ..sam.build import OFFICIAL_WEIGHTS, sam_model_registry
 from ..sam.sam import Sam
 from ..vrp.backbones import build_backbone
 from ..vrp.build import BUILD_KEY, TINY_SAM_SIZE, build_lite, build_tiny_sam
@@ -156,7 +156,8 @@ def _build_sam(config: TrainConfig) -> Sam:
         raise InputError(f"sam: unknown model {config.sam!r} (known: {', '.join(sam_model_registry)}, {TINY_SAM})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # only matters without a checkpoint (random SAM, for experiments)
-        return sam_model_registry[config.sam](checkpoint=config.sam_checkpoint, image_size=config.image_size)
+        checkpoint = OFFICIAL_WEIGHTS[config.sam] if config.sam_checkpoint == "official" else config.sam_checkpoint
+        return sam_model_registry[config.sam](checkpoint=checkpoint, image_size=config.image_size)
 
 
 class TrainingModel(nn.Module):
