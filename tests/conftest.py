@@ -33,3 +33,20 @@ def _offline_and_private_cache(monkeypatch, tmp_path_factory):
     """No test reaches the network by accident or writes to the user's real weights cache."""
     monkeypatch.setenv("VRPSAM_OFFLINE", "1")
     monkeypatch.setenv("VRPSAM_CACHE", str(tmp_path_factory.getbasetemp() / "vrpsam-cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The seeded tiny random VRP-SAM (``build_model("tiny-random")``), built once per test module."""
+    from vrpsam.vrp.build import build_model
+
+    return build_model("tiny-random")
+
+
+@pytest.fixture
+def one_tiny_model(monkeypatch, tiny_model):
+    """Make ``tiny-random`` resolve to the module's one model, so CLI runs still go through build_model."""
+    from vrpsam.vrp import build
+
+    monkeypatch.setitem(build.MODELS, "tiny-random", lambda: tiny_model)
+    return tiny_model

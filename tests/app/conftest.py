@@ -7,13 +7,6 @@ from app_support import serving
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    from vrpsam.vrp.build import build_model
-
-    return build_model("tiny-random")
-
-
-@pytest.fixture(scope="module")
 def app_server(tiny_model):
     """The app around VRPPredictor(tiny-random); its temporary folder is removed afterwards."""
     from vrpsam.vrp.predictor import VRPPredictor

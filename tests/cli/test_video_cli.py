@@ -9,20 +9,11 @@ from PIL import Image
 from vrpsam.cli.main import main
 from vrpsam.io import video as io_video
 from vrpsam.io.exports import davis_palette, save_palette_png
-from vrpsam.vrp import build
 
 SIZE = (48, 64)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    return build.build_model("tiny-random")
-
-
-@pytest.fixture(autouse=True)
-def _one_tiny_model(monkeypatch, tiny_model):
-    """Build the tiny model once for the whole file; the CLI still goes through build_model."""
-    monkeypatch.setitem(build.MODELS, "tiny-random", lambda: tiny_model)
+pytestmark = pytest.mark.usefixtures("one_tiny_model")
 
 
 def moving_square(i):

@@ -56,25 +56,17 @@ def make_annotation(*, mask=None, points=None, box=None, scribble=None) -> Annot
     return Annotation.boxes(boxes.reshape(1, -1) if boxes.ndim == 1 else boxes)
 
 
-class VRPPredictor:
-    """Segment the object or class shown in annotated reference images, in any number of targets.
+class ReferencePredictor:
+    """What every reference-prompted predictor shares (:class:`VRPPredictor`, the training-free one).
 
-    Each reference is encoded once (backbone features, prototype, merged reference tokens) and reused
-    for every target; a target then costs one backbone pass, one SAM image-encoder pass and the small
-    prompt generator. With several references (k-shot) the prompt tokens of each are concatenated, the
-    official n-shot rule, or averaged (``fusion="mean"``).
+    References are added one at a time, each an image plus exactly one annotation in its pixel
+    coordinates, and encoded once; targets are then predicted one at a time or in chunks. Subclasses
+    say how a reference is encoded (``_encode_reference``) and how a chunk of targets is segmented
+    (``_predict_chunk``).
     """
 
-    def __init__(self, model: VRPSAM, *, fusion: ShotFusion = "concat") -> None:
-        if fusion not in ("concat", "mean"):
-            raise InputError(f"fusion: expected 'concat' or 'mean', got {fusion!r}")
-        self.model = model.eval()
-        self.fusion = fusion
+    def __init__(self) -> None:
         self._references: list = []
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.encoder.parameters()).device
 
     @property
     def num_references(self) -> int:
@@ -88,25 +80,19 @@ class VRPPredictor:
         self.reset_references()
         self.add_reference(image, mask=mask, points=points, box=box, scribble=scribble)
 
-    @torch.no_grad()
     def add_reference(self, image: ImageLike, *, mask=None, points=None, box=None, scribble=None) -> None:
         """Add one more annotated reference (k-shot)."""
         image = as_image(image, "reference image")
         annotation = make_annotation(mask=mask, points=points, box=box, scribble=scribble)
-        size = image.shape[:2]
-        annotation.validate(size)
-        frame = Frame.for_image(size, self.model.input_size, self.model.preprocessing)
-        reference = normalised_tensor(image, frame, self.device)
-        annotation_map = pad_map(annotation.to_map(size, frame.resized), frame, self.device)
-        self._references.append(self.model.encoder.encode_reference(reference, annotation_map))
+        annotation.validate(image.shape[:2])
+        self._references.append(self._encode_reference(image, annotation))
 
     def predict(self, image: ImageLike) -> Prediction:
         """Segment one target image (a path or an (H, W, 3) uint8 array)."""
         return self.predict_batch([image])[0]
 
-    @torch.no_grad()
     def predict_batch(self, images: Iterable[ImageLike], batch_size: int = 1) -> list[Prediction]:
-        """Segment several targets, ``batch_size`` at a time through the encoders."""
+        """Segment several targets, ``batch_size`` at a time."""
         if not self._references:
             raise InputError("no reference set: call set_reference(image, mask=/points=/box=/scribble=) first")
         if batch_size < 1:
@@ -117,6 +103,42 @@ class VRPPredictor:
             results.extend(self._predict_chunk(images[start : start + batch_size]))
         return results
 
+    def _encode_reference(self, image: np.ndarray, annotation: Annotation):
+        raise NotImplementedError
+
+    def _predict_chunk(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        raise NotImplementedError
+
+
+class VRPPredictor(ReferencePredictor):
+    """Segment the object or class shown in annotated reference images, in any number of targets.
+
+    Each reference is encoded once (backbone features, prototype, merged reference tokens) and reused
+    for every target; a target then costs one backbone pass, one SAM image-encoder pass and the small
+    prompt generator. With several references (k-shot) the prompt tokens of each are concatenated, the
+    official n-shot rule, or averaged (``fusion="mean"``).
+    """
+
+    def __init__(self, model: VRPSAM, *, fusion: ShotFusion = "concat") -> None:
+        if fusion not in ("concat", "mean"):
+            raise InputError(f"fusion: expected 'concat' or 'mean', got {fusion!r}")
+        super().__init__()
+        self.model = model.eval()
+        self.fusion = fusion
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.encoder.parameters()).device
+
+    @torch.no_grad()
+    def _encode_reference(self, image: np.ndarray, annotation: Annotation):
+        size = image.shape[:2]
+        frame = Frame.for_image(size, self.model.input_size, self.model.preprocessing)
+        reference = normalised_tensor(image, frame, self.device)
+        annotation_map = pad_map(annotation.to_map(size, frame.resized), frame, self.device)
+        return self.model.encoder.encode_reference(reference, annotation_map)
+
+    @torch.no_grad()
     def _predict_chunk(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         model, device = self.model, self.device
         mode = model.preprocessing

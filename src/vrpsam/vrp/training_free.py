@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..sam.predictor import SamPredictor
 from ..sam.sam import Sam
 from .annotations import Annotation
-from .predictor import ImageLike, Prediction, as_image, make_annotation
+from .predictor import ImageLike, Prediction, ReferencePredictor, as_image
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class Location:
     labels: np.ndarray
 
 
-class TrainingFreePredictor:
+class TrainingFreePredictor(ReferencePredictor):
     """Segment what annotated references show, in any number of targets, with a frozen SAM only.
 
     Same interface as :class:`~vrpsam.vrp.predictor.VRPPredictor`; see the module docstring for the
@@ -81,36 +81,19 @@ class TrainingFreePredictor:
     """
 
     def __init__(self, sam: Sam, config: TrainingFreeConfig | None = None) -> None:
+        super().__init__()  # references: one normalised (C,) feature each
         self.sam = sam.eval()
         self.config = config or TrainingFreeConfig()
         self._sam = SamPredictor(self.sam)
-        self._features: list[torch.Tensor] = []  # one normalised (C,) feature per reference
 
     @property
     def device(self) -> torch.device:
         return self.sam.device
 
-    @property
-    def num_references(self) -> int:
-        return len(self._features)
-
-    def reset_references(self) -> None:
-        self._features = []
-
-    def set_reference(self, image: ImageLike, *, mask=None, points=None, box=None, scribble=None) -> None:
-        """Replace all references by this one: an image plus exactly one annotation in its pixel coordinates."""
-        self.reset_references()
-        self.add_reference(image, mask=mask, points=points, box=box, scribble=scribble)
-
-    def add_reference(self, image: ImageLike, *, mask=None, points=None, box=None, scribble=None) -> None:
-        """Add one more annotated reference (k-shot: the reference features are averaged)."""
-        image = as_image(image, "reference image")
-        annotation = make_annotation(mask=mask, points=points, box=box, scribble=scribble)
-        size = image.shape[:2]
-        annotation.validate(size)
+    def _encode_reference(self, image: np.ndarray, annotation: Annotation) -> torch.Tensor:
+        """The reference's region feature (k-shot: the features of all references are averaged)."""
         self._sam.set_image(image)
-        region = self.reference_mask(annotation, size)
-        self._features.append(self._region_feature(region))
+        return self._region_feature(self.reference_mask(annotation, image.shape[:2]))
 
     def reference_mask(self, annotation: Annotation, size: tuple[int, int]) -> np.ndarray:
         """The (H, W) bool object mask for ``annotation`` on the image currently set in SAM (step 1)."""
@@ -144,9 +127,9 @@ class TrainingFreePredictor:
         return F.normalize(feature, dim=0)
 
     def _reference_feature(self) -> torch.Tensor:
-        if not self._features:
+        if not self._references:
             raise InputError("no reference set: call set_reference(image, mask=/points=/box=/scribble=) first")
-        return F.normalize(torch.stack(self._features).mean(0), dim=0)
+        return F.normalize(torch.stack(self._references).mean(0), dim=0)
 
     def locate(self, image: ImageLike) -> Location:
         """Embed ``image`` in SAM and return the similarity map and the clicks derived from it (steps 3)."""
@@ -169,18 +152,9 @@ class TrainingFreePredictor:
         labels = np.array([1, 0][: len(points)])
         return Location(similarity=similarity, points=np.asarray(points, dtype=np.float64), labels=labels)
 
-    def predict(self, image: ImageLike) -> Prediction:
-        """Segment one target image (a path or an (H, W, 3) uint8 array)."""
-        location = self.locate(image)
-        return self._decode(location)
-
-    def predict_batch(self, images, batch_size: int = 1) -> list[Prediction]:
-        """Segment several targets; ``batch_size`` is accepted for parity, SAM's predictor goes one by one."""
-        if not self._features:
-            raise InputError("no reference set: call set_reference(image, mask=/points=/box=/scribble=) first")
-        if batch_size < 1:
-            raise InputError(f"batch_size: expected a positive integer, got {batch_size}")
-        return [self.predict(image) for image in images]
+    def _predict_chunk(self, images) -> list[Prediction]:
+        # SAM's predictor holds one image at a time, so a chunk is segmented image by image.
+        return [self._decode(self.locate(image)) for image in images]
 
     def _decode(self, location: Location) -> Prediction:
         """Steps 4 and 5 on the image currently set in SAM."""

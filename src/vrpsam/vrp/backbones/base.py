@@ -82,3 +82,22 @@ def fill_legacy_batch_counters(state: dict[str, Tensor], module: nn.Module) -> d
         return state
     counters = {k: torch.zeros((), dtype=torch.long) for k in module.state_dict() if k.endswith(".num_batches_tracked")}
     return {**state, **counters}
+
+
+def init_random_weights(module: nn.Module) -> None:
+    """torchvision's initialisation, for random weights that only stand in for a checkpoint (tests).
+
+    Convolutions He-normal (fan-out), BatchNorm identity, linear layers N(0, 0.01), biases zero: it keeps
+    activations at a sane scale through deep stacks.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from ...errors import InputError
 from ...io.images import IMAGENET_MEAN, IMAGENET_STD
 from ...weights import load_into, read_state_dict
-from .base import FrozenBackbone, FrozenBatchNorm2d
+from .base import FrozenBackbone, FrozenBatchNorm2d, init_random_weights
 
 
 # torchvision / TF-slim MobileNetV2 1.0: (expansion t, channels c, repeats n, first stride s).
@@ -153,25 +153,12 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(_LAST_CHANNELS, config.num_classes))
         self.feature_strides = tuple(strides)
-        _init_weights(self)
+        init_random_weights(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) RGB scaled to [-1, 1] -> (B, num_classes) logits."""
         pooled = F.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
         return self.classifier(pooled)
-
-
-def _init_weights(module: nn.Module) -> None:
-    # Random weights only stand in for a checkpoint (tests); torchvision's MobileNetV2 init.
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 class ImageNetToSigned(nn.Module):

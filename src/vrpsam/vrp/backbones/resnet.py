@@ -23,7 +23,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from .base import FrozenBackbone, FrozenBatchNorm2d, load_checkpoint
+from .base import FrozenBackbone, FrozenBatchNorm2d, init_random_weights, load_checkpoint
 
 _EXPANSION = 4
 _STEM_CHANNELS = 128
@@ -123,18 +123,8 @@ class DeepStemResNet(FrozenBackbone):
             out_strides.append(total_stride)
         self.channels = (widths[1] * _EXPANSION, widths[2] * _EXPANSION, widths[3] * _EXPANSION)
         self.strides = (out_strides[1], out_strides[2], out_strides[3])
-        _init_weights(self)
+        init_random_weights(self)
         self.freeze()
-
-
-def _init_weights(module: nn.Module) -> None:
-    # Random weights only stand in for a checkpoint (tests); torchvision's init keeps activations sane.
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def map_resnet_v2_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -26,7 +26,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from .base import FrozenBackbone, FrozenBatchNorm2d, load_checkpoint
+from .base import FrozenBackbone, FrozenBatchNorm2d, init_random_weights, load_checkpoint
 
 # Configuration "D": conv widths, "M" = 2x2 max-pool.
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -56,19 +56,8 @@ class Vgg16BN(FrozenBackbone):
             setattr(self, f"layer{index}", nn.Sequential(*features[start:end]))
         self.channels = (256, 512, 512)
         self.strides = (8, 16, 16)
-        _init_weights(self)
+        init_random_weights(self)
         self.freeze()
-
-
-def _init_weights(module: nn.Module) -> None:
-    # Random weights only stand in for a checkpoint (tests); torchvision's VGG init.
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _stage_of(index: int) -> tuple[int, int]:
