@@ -87,6 +87,8 @@ def test_k_shot_mixed_annotations_and_training_free(cats, tmp_path, capsys):
 def error_of(argv, capsys):
     code = main(argv)
     err = capsys.readouterr().err
+    if err.startswith("note: using lite"):  # the default model says once what it is
+        err = err.split("\n", 1)[1]
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     return err
@@ -120,7 +122,8 @@ CASES = {
                           "not a readable image"),
     "unknown model": (["--reference", "{ref}", "--mask", "{ref_mask}", "--model", "giant-vrp"],
                       "neither a known model"),
-    "no model": (["--reference", "{ref}", "--mask", "{ref_mask}", NO_MODEL], "no model"),
+    "default model offline": (["--reference", "{ref}", "--mask", "{ref_mask}", NO_MODEL],
+                              "mobilenet_v2_1.0_224_quant.tflite"),
     "weights offline (training-free)": (["--reference", "{ref}", "--mask", "{ref_mask}", NO_MODEL,
                                          "--method", "training-free", "--sam", "vit_b"], "VRPSAM_OFFLINE"),
     "weights offline (learned)": (["--reference", "{ref}", "--mask", "{ref_mask}", "--model", "{tmp}/vrp.pt"],
@@ -176,3 +179,16 @@ def test_torchrun_shards_targets_and_rank_0_merges(cats, tmp_path):
         stem = os.path.splitext(os.path.basename(target))[0]
         pixels = np.asarray(Image.open(out / f"{stem}.png"))
         np.testing.assert_array_equal(rle_to_mask(entry["segmentation"]), pixels == 255)
+
+
+def test_readme_main_job_segments_the_cat_with_the_default_model(cats, shared, tmp_path, monkeypatch, capsys):
+    # The README's quick start, on a fresh clone: no --model means lite, MobileNetV2 from VRPSAM_WEIGHTS.
+    monkeypatch.setenv("VRPSAM_WEIGHTS", str(shared("assets/weights/mobilenet_v2")))
+    out = tmp_path / "out"
+    code = main(["segment", "--reference", cats["cat_00.jpg"], "--mask", cats["cat_00.png"],
+                 "--targets", cats["cat_01.jpg"], "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "note: using lite, a small demo model" in capsys.readouterr().err
+    predicted = np.asarray(Image.open(out / "cat_01.png")) > 0
+    truth = np.asarray(Image.open(shared(f"{EXAMPLES}/cat_01.png"))) > 0
+    assert (predicted & truth).sum() / (predicted | truth).sum() >= 0.6

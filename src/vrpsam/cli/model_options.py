@@ -8,12 +8,14 @@ annotation the same way (:func:`read_annotation`).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InputError
 
 from ..sam.build import OFFICIAL_WEIGHTS
 LEARNED_SAM = "vit_h"  # the official VRP-SAM runs on SAM ViT-H
+DEFAULT_MODEL = "lite"  # what segment, video and app use when no model is given
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +50,13 @@ def choose_method(args: argparse.Namespace) -> str:
     from ..vrp.build import MODELS
 
     uses_sam = bool(args.sam or args.sam_checkpoint)
+    if args.model is None and not uses_sam and args.method in (None, "learned"):
+        args.model = DEFAULT_MODEL
+        print(f"note: using {DEFAULT_MODEL}, a small demo model trained here on 128 COCO images "
+              "(pass --model for another model)", file=sys.stderr)
     method = args.method or ("learned" if args.model else "training-free" if uses_sam else None)
     if method is None:
-        raise InputError("no model: pass --model NAME_OR_CHECKPOINT (e.g. tiny-random, a random pipeline check) "
-                         "or --method training-free --sam vit_b --sam-checkpoint PATH")
+        raise InputError("no model: pass --model NAME_OR_CHECKPOINT or --sam NAME --sam-checkpoint PATH_OR_NAME")
     if args.sam and args.sam not in sam_model_registry:
         raise InputError(f"--sam: unknown SAM model {args.sam!r} (known: {', '.join(sam_model_registry)})")
     known = ", ".join(MODELS)

@@ -108,13 +108,14 @@ def _realistic_init(module: nn.Module) -> None:
             nn.init.normal_(parameter, std=parameter[0].numel() ** -0.5)
 
 
-# ---- lite: a small VRP-SAM trained here on frozen ImageNet MobileNetV2 features (see weights/lite/)
+# ---- lite: a small VRP-SAM trained here on frozen ImageNet MobileNetV2 features (see checkpoints/lite/)
 
 LITE_NAME = "lite"  # also the "sam" value a lite checkpoint records under BUILD_KEY
 LITE_INPUT_SIZE = 512
 LITE_SAM_PARTS = ("image_encoder.neck", "prompt_encoder", "mask_decoder")
 LITE_NUM_QUERIES = 50
-LITE_WEIGHTS = Path(__file__).resolve().parents[3] / "weights" / "lite" / "lite.safetensors"
+# shipped inside the package (package data), so a wheel install has it too
+LITE_WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "lite" / "lite.safetensors"
 LITE_OUTPUT_STRIDE = 16  # MobileNetV2's semantic maps at 32×32 for 512² (layer2 stays at 64×64)
 LITE_MEMO_BYTES = 3 << 30  # frozen MobileNetV2 maps remembered per process (fp16, ~1.1 MB per image)
 
@@ -131,7 +132,7 @@ def build_lite(
     SAM's prompt encoder and a depth-2 mask decoder, the VRP encoder ("max" annotation downsampling,
     "masked_features" prior) and the prototype prior as dense prompt and shortcut.
 
-    ``weights``: a lite checkpoint (default: the committed ``weights/lite/lite.safetensors``), or None
+    ``weights``: a lite checkpoint (default: the packaged ``vrpsam/checkpoints/lite/lite.safetensors``), or None
     for the seeded random initialisation training starts from. ``backbone_checkpoint``: None builds a
     random MobileNetV2 (tests only).
     """
@@ -156,7 +157,7 @@ def build_lite(
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise CheckpointError(f"{path}: lite weights missing (they are committed under weights/lite/ in the repository)")
+            raise CheckpointError(f"{path}: lite weights missing (they ship in the package under vrpsam/checkpoints/lite/)")
         state, settings = load_vrp_checkpoint(path)
         if (settings.get(BUILD_KEY) or {}).get("sam") != LITE_NAME:
             raise CheckpointError(f"{path}: not a lite checkpoint (its build settings are {settings.get(BUILD_KEY)!r})")
