@@ -68,6 +68,4 @@ def test_starts_on_loopback_prints_url_and_removes_its_folder_on_stop(tmp_path):
 def test_bad_arguments_are_one_line_errors(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    if err.startswith("note: using lite"):  # the default model says once what it is
-        err = err.split("\n", 1)[1]
     assert message in err and err.count("\n") == 1

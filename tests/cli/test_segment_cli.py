@@ -87,8 +87,6 @@ def test_k_shot_mixed_annotations_and_training_free(cats, tmp_path, capsys):
 def error_of(argv, capsys):
     code = main(argv)
     err = capsys.readouterr().err
-    if err.startswith("note: using lite"):  # the default model says once what it is
-        err = err.split("\n", 1)[1]
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     return err

@@ -52,8 +52,7 @@ def choose_method(args: argparse.Namespace) -> str:
     uses_sam = bool(args.sam or args.sam_checkpoint)
     if args.model is None and not uses_sam and args.method in (None, "learned"):
         args.model = DEFAULT_MODEL
-        print(f"note: using {DEFAULT_MODEL}, a small demo model trained here on 128 COCO images "
-              "(pass --model for another model)", file=sys.stderr)
+        args.default_model = True  # build_predictor says so once the model is built
     method = args.method or ("learned" if args.model else "training-free" if uses_sam else None)
     if method is None:
         raise InputError("no model: pass --model NAME_OR_CHECKPOINT or --sam NAME --sam-checkpoint PATH_OR_NAME")
@@ -114,6 +113,9 @@ def build_predictor(args: argparse.Namespace, method: str):
     if method == "learned":
         if args.model in MODELS:
             model = build_model(args.model)
+            if getattr(args, "default_model", False):
+                print(f"note: using {DEFAULT_MODEL}, a small demo model trained here on 128 COCO images "
+                      "(pass --model for another model)", file=sys.stderr)
         else:
             sam, sam_checkpoint = _sam_choice(args, LEARNED_SAM)
             options = dict(sam=sam, sam_checkpoint=weights.resolve(sam_checkpoint))
