@@ -176,15 +176,43 @@ def test_encoder_equals_naive_reference_and_has_the_official_output_shape():
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("block_bytes", [1, 200, 2000, 2**30])
-def test_blocked_attention_is_independent_of_the_block_size(block_bytes):
+@pytest.mark.parametrize("mask_bytes", [1, 200, 2000, 2**30])
+def test_attention_is_independent_of_the_mask_block_size(mask_bytes):
     torch.manual_seed(0)
     G, h, w, d = 6, 5, 3, 8
     q, k, v = (torch.randn(G, h * w, d) for _ in range(3))
     rel_h, rel_w = torch.randn(2 * h - 1, d), torch.randn(2 * w - 1, d)
-    ref = rel_pos_attention(q, k, v, (h, w), 0.3, rel_h, rel_w, block_bytes=2**30)
-    got = rel_pos_attention(q, k, v, (h, w), 0.3, rel_h, rel_w, block_bytes=block_bytes)
+    ref = rel_pos_attention(q, k, v, (h, w), 0.3, rel_h, rel_w, mask_bytes=2**30)
+    got = rel_pos_attention(q, k, v, (h, w), 0.3, rel_h, rel_w, mask_bytes=mask_bytes)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
     # and it is a softmax attention: without positions, uniform keys give the mean of v
-    plain = rel_pos_attention(q, torch.zeros_like(k), v, (h, w), 0.3, block_bytes=block_bytes)
+    plain = rel_pos_attention(q, torch.zeros_like(k), v, (h, w), 0.3, mask_bytes=mask_bytes)
     torch.testing.assert_close(plain, v.mean(1, keepdim=True).expand_as(v), rtol=0, atol=1e-6)
+
+
+def test_training_path_matches_inference_path_and_backpropagates():
+    # With autograd the encoder uses PyTorch's own ops (no oneDNN calls, no in-place softmax).
+    torch.manual_seed(0)
+    model = realistic_(ImageEncoderViT(img_size=80, window_size=3, **TINY))
+    images = torch.randn(1, 3, 80, 80)
+    with torch.no_grad():
+        inference = model(images)
+    out = model(images)
+    torch.testing.assert_close(out, inference, rtol=0, atol=1e-5)
+    out.square().mean().backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert grads["blocks.0.attn.rel_pos_h"].abs().sum() > 0
+
+
+def test_without_relative_positions_there_are_no_tables_and_no_bias():
+    torch.manual_seed(0)
+    plain = realistic_(ImageEncoderViT(img_size=64, window_size=4, use_rel_pos=False, **TINY))
+    assert not any("rel_pos" in k for k in plain.state_dict())
+    with_tables = ImageEncoderViT(img_size=64, window_size=4, **TINY)
+    state = {k: torch.zeros_like(v) if "rel_pos" in k else v for k, v in with_tables.state_dict().items()}
+    state.update(plain.state_dict())
+    with_tables.load_state_dict(state)  # zero tables: a zero bias
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(images), with_tables(images), rtol=0, atol=1e-6)

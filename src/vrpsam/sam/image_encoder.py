@@ -1,18 +1,17 @@
 """SAM's image encoder: a plain ViT (ViTDet style) with windowed and global attention and a conv neck.
 
 Parameter names and shapes follow Segment Anything's ``ImageEncoderViT`` so its checkpoints (keys
-under ``image_encoder.``) load strictly. The maths is the same; the attention is organised for speed
-on CPU (see :func:`rel_pos_attention` and :meth:`Attention.forward`):
+under ``image_encoder.``) load strictly. The maths is the same, organised for speed on CPU:
 
-* the (batch*heads, N, N) score tensor is never materialised: scores, the relative-position bias and
-  the softmax are computed in blocks of query rows small enough to stay in cache, which makes the
-  global-attention blocks several times faster than building the full 4096 x 4096 maps;
+* attention is PyTorch's fused ``scaled_dot_product_attention`` with the decomposed relative-position
+  bias as its additive mask (see :func:`rel_pos_attention`), so the (batch*heads, N, N) scores and
+  their softmax are never stored; the official global blocks build several 4096 x 4096 maps per head;
 * ``qkv`` runs on the unpadded token grid, and ``proj`` after the windows are merged back and the
   padding cropped, so no linear layer works on padding tokens;
-* for float32 CPU inference the large matrix products call oneDNN directly (see :func:`linear`).
-  PyTorch sends float32 ``F.linear``/``bmm`` to MKL, which runs its AVX2 code on AMD CPUs; oneDNN
-  uses AVX-512 there and was about twice as fast on our machines. Same products, same sums; only
-  the order of the float additions differs (outputs agree with the official encoder to ~1e-5).
+* float32 CPU inference runs the linear layers through oneDNN (see :func:`linear`). PyTorch sends
+  float32 ``F.linear`` to MKL, which runs its AVX2 code on AMD CPUs; oneDNN uses AVX-512 there and
+  was about twice as fast on our machines. Same products and sums; only the order of the float
+  additions differs (outputs agree with the official encoder to ~1e-5).
 """
 
 from __future__ import annotations
@@ -26,11 +25,10 @@ from torch import nn
 from ..errors import InputError
 from .common import LayerNorm2d, MLPBlock
 
-# Upper bound on one block of attention scores (bytes). Blocks must stay in the last-level cache
-# (32 MiB here; 32 MiB blocks ran ~2x slower) but not be so small that the many short multi-threaded
-# calls dominate: with other processes competing for the cores each call can wait milliseconds for a
-# descheduled thread. 16 MiB was the best compromise measured on 2 shared cores.
-_SCORE_BLOCK_BYTES = 16 * 2**20
+# Upper bound on one block of the relative-position mask (bytes): bounds the extra memory of global
+# attention (the whole mask of one 64 x 64 grid is 805 MB per image) without splitting the work into
+# many small calls, each of which can wait milliseconds for a descheduled thread on a busy machine.
+_MASK_BLOCK_BYTES = 128 * 2**20
 
 # oneDNN's fused linear (+ optional GELU); an internal op, so its absence is tolerated
 _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
@@ -263,8 +261,7 @@ def pad_grid(x: torch.Tensor, window: tuple[int, int], fill: torch.Tensor) -> to
 def split_windows(x: torch.Tensor, window: tuple[int, int], parts: int, heads: int) -> torch.Tensor:
     """(B, Hp, Wp, parts * heads * c) -> (parts, B * windows * heads, wh * ww, c), contiguous.
 
-    Splitting into q/k/v, windows and heads is one copy (always made: oneDNN falls back to a slow
-    reference kernel for operands with padded rows). Windows are in row-major order, as are the
+    Splitting into q/k/v, windows and heads is one copy. Windows are in row-major order, as are the
     tokens within a window.
     """
     B, Hp, Wp, C = x.shape
@@ -298,66 +295,50 @@ def rel_pos_attention(
     scale: float,
     rel_pos_h: torch.Tensor | None = None,
     rel_pos_w: torch.Tensor | None = None,
-    block_bytes: int = _SCORE_BLOCK_BYTES,
+    mask_bytes: int | None = None,
 ) -> torch.Tensor:
     """softmax(scale * q k^T + bias) v for q, k, v (G, h*w, d) over an (h, w) token area -> (G, h*w, d).
 
     ``bias[(i, j), (m, n)] = q[i, j] . Rh[i - m] + q[i, j] . Rw[j - n]`` (decomposed relative
-    positions, MViTv2) is added when both tables are given. The result is the straightforward
-    computation's; only the order of work differs: query rows (and the G axis) are taken in blocks
-    whose scores stay under ``block_bytes``, so the full (G, N, N) score tensor is never built and
-    the bias is added in place while the block is still in cache.
+    positions, MViTv2) is added when both tables are given. The attention itself is PyTorch's fused
+    ``scaled_dot_product_attention`` with the bias as an additive mask, so softmax(scores) is never
+    stored; the mask is built for blocks of query rows (and of the G axis) of at most
+    ``mask_bytes`` (default ``_MASK_BLOCK_BYTES``) at a time.
     """
     G, N, d = q.shape
     h, w = area
-    use_rel = rel_pos_h is not None and rel_pos_w is not None
-    if use_rel:
-        q_grid = q.view(G, h, w, d)
-        # (G, h, w, h) and (G, h, w, w): each query's bias towards every key row and every key column
-        bias_h = torch.einsum("gijc,imc->gijm", q_grid, relative_embeddings(rel_pos_h, h))
-        bias_w = torch.einsum("gijc,jnc->gijn", q_grid, relative_embeddings(rel_pos_w, w))
+    if rel_pos_h is None or rel_pos_w is None:
+        return F.scaled_dot_product_attention(q[None], k[None], v[None], scale=scale)[0]
+    q_grid = q.view(G, h, w, d)
+    # (G, h, w, h) and (G, h, w, w): each query's bias towards every key row and every key column
+    bias_h = torch.einsum("gijc,imc->gijm", q_grid, relative_embeddings(rel_pos_h, h))
+    bias_w = torch.einsum("gijc,jnc->gijn", q_grid, relative_embeddings(rel_pos_w, w))
+    mask_bytes = _MASK_BLOCK_BYTES if mask_bytes is None else mask_bytes
     row_bytes = w * N * q.element_size()
-    rows = max(1, min(h, block_bytes // row_bytes))
-    groups = max(1, min(G, block_bytes // (rows * row_bytes)))
-    q_scaled = q * scale
+    rows = max(1, min(h, mask_bytes // row_bytes))
+    groups = max(1, min(G, mask_bytes // (rows * row_bytes)))  # > 1 only when rows == h
     outputs = []
     for g0 in range(0, G, groups):
         g = slice(g0, g0 + groups)
-        product = _ProductPair(k[g], v[g])
-        bands = []
         for r0 in range(0, h, rows):
-            scores = product.scores(q_scaled[g, r0 * w : (r0 + rows) * w])
-            if use_rel:
-                r = slice(r0, r0 + rows)
-                grid = scores.view(scores.shape[0], -1, w, h, w)
-                grid.add_(bias_h[g, r, :, :, None]).add_(bias_w[g, r, :, None, :])
-            bands.append(product.mix(scores.softmax(-1)))
-        outputs.append(torch.cat(bands, 1) if len(bands) > 1 else bands[0])
-    return torch.cat(outputs, 0) if len(outputs) > 1 else outputs[0]
+            r = slice(r0, r0 + rows)
+            mask = _rel_pos_mask(bias_h[g, r], bias_w[g, r])
+            queries, keys, values = q[None, g, r0 * w : (r0 + rows) * w], k[None, g], v[None, g]
+            attended = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask[None], scale=scale)
+            outputs.append(attended[0])
+    # blocks in (group, band) order: (groups, N, d) blocks when rows == h, else (1, rows * w, d)
+    return torch.cat(outputs, 0 if rows == h else 1).view(G, N, d)
 
 
-class _ProductPair:
-    """The two matrix products of attention for one group of (G', N, d) keys and values.
+def _rel_pos_mask(bias_h: torch.Tensor, bias_w: torch.Tensor) -> torch.Tensor:
+    """(g, r, w, h) row and (g, r, w, w) column biases -> (g, r * w, h * w) additive attention mask.
 
-    A single (query-head, area) pair (the blocks of a global attention) goes through oneDNN, which
-    is faster there; many small windows go through one batched ``bmm``, which keeps the number of
-    calls (and thread hand-offs) small.
+    Written contiguously in one pass: a plain broadcast sum of the (strided) einsum outputs comes
+    out in a permuted layout, and reshaping it costs a second pass over the largest tensor here.
     """
-
-    def __init__(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        self.k, self.v = k, v
-        self.onednn = k.shape[0] == 1 and k.is_contiguous() and _onednn_ready(k, v)
-        if self.onednn:
-            self.v_t = v[0].t().contiguous()  # oneDNN wants the "weight" as (out, in)
-
-    def scores(self, q: torch.Tensor) -> torch.Tensor:
-        """(G', M, d) queries -> (G', M, N) q k^T."""
-        if self.onednn:
-            return _ONEDNN_LINEAR(q[0], self.k[0], None, "none", [], "")[None]
-        return torch.bmm(q, self.k.transpose(1, 2))
-
-    def mix(self, probs: torch.Tensor) -> torch.Tensor:
-        """(G', M, N) attention weights -> (G', M, d) weighted values."""
-        if self.onednn:
-            return _ONEDNN_LINEAR(probs[0], self.v_t, None, "none", [], "")[None]
-        return torch.bmm(probs, self.v)
+    g, r, w, h = bias_h.shape
+    if torch.is_grad_enabled() and (bias_h.requires_grad or bias_w.requires_grad):
+        return (bias_h[..., None] + bias_w[..., None, :]).reshape(g, r * w, h * w)
+    mask = bias_h.new_empty(g, r, w, h, w)
+    torch.add(bias_h[..., None], bias_w[..., None, :], out=mask)
+    return mask.view(g, r * w, h * w)
