@@ -21,6 +21,8 @@ _EXPORTS = {
     "Prediction": "vrpsam.vrp.predictor",
     "Annotation": "vrpsam.vrp.annotations",
     "build_vrp_sam": "vrpsam.vrp.build",
+    "build_model": "vrpsam.vrp.build",
+    "TrainingFreePredictor": "vrpsam.vrp.training_free",
     "load_official_vrp_checkpoint": "vrpsam.vrp.checkpoint",
     "VrpsamError": "vrpsam.errors",
 }
