@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vrpsam.testing import realistic_state_dict
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VRPSAM_SHARED", REPO.parent / "shared"))
 DEFAULT_IMAGE = SHARED / "assets/data/persam-examples/cat_00.jpg"
@@ -73,33 +75,6 @@ def install_stubs() -> None:
     module("timm.models")
     module("timm.models.layers", DropPath=DropPath, to_2tuple=to_2tuple, trunc_normal_=torch.nn.init.trunc_normal_)
     module("timm.models.registry", register_model=lambda fn: fn)
-
-
-def realistic_state_dict(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """The model's state dict redrawn at trained-like scales: matrices N(0, 1/fan_in), norm weights
-    near 1, small non-zero biases, position tables and BN statistics non-trivial. Integer buffers kept."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, tensor in model.state_dict().items():
-        if not tensor.is_floating_point():
-            out[name] = tensor.clone()
-            continue
-        shape, leaf = tensor.shape, name.rsplit(".", 1)[-1]
-        noise = torch.randn(shape, generator=gen)
-        if "pos_embed" in name or "rel_pos" in name:
-            value = 0.1 * noise
-        elif "gaussian_matrix" in name:
-            value = noise
-        elif tensor.ndim >= 2:
-            value = noise / float(np.prod(shape[1:])) ** 0.5
-        elif leaf == "running_var":
-            value = 0.5 + torch.rand(shape, generator=gen)
-        elif leaf == "weight":
-            value = 1.0 + 0.1 * noise
-        else:  # biases, running means
-            value = 0.1 * noise
-        out[name] = value
-    return out
 
 
 def load_photo(path: Path, aspect: str) -> np.ndarray:

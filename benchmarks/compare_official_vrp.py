@@ -31,6 +31,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vrpsam.testing import realistic_
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO.parent / "shared" / "assets" / "data" / "persam-examples"
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -94,19 +96,6 @@ def import_official_sam(root: Path):
 
 
 @torch.no_grad()
-def randomise_sam(sam: nn.Module) -> None:
-    """Realistic random SAM weights (N(0, 1/fan_in), norms near 1) so that bugs are not hidden below 1e-4."""
-    for name, p in sam.named_parameters():
-        if "rel_pos" in name or name.endswith("pos_embed"):
-            p.normal_(0, 0.1)
-        elif p.dim() > 1:
-            p.normal_(0, p[0].numel() ** -0.5)
-        elif "norm" in name and name.endswith("weight"):
-            p.normal_(1, 0.1)
-        else:
-            p.normal_(0, 0.05)
-
-
 @torch.no_grad()
 def official_sam_logits(sam: nn.Module, target: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
     """SAM2pred's forward (no feature cache): (B, 1, 512, 512) logits from the 512² target and prompts."""
@@ -201,8 +190,7 @@ def main() -> int:
             return 0 if diff <= args.tolerance else 1
 
         official_sam = import_official_sam(args.official_vrp.resolve()).sam_model_registry[args.sam]()
-        torch.manual_seed(args.seed + 1)
-        randomise_sam(official_sam)
+        realistic_(official_sam, args.seed + 1)
         official_sam.eval()
         sam_path = Path(tmp) / "sam.pth"
         torch.save(official_sam.state_dict(), sam_path)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from vrpsam.sam.image_encoder import VIT_CONFIGS, build_vit
+from vrpsam.testing import realistic_
 from vrpsam.weights import load_into
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -108,29 +109,6 @@ def official_tiny_vit(checkout: Path, img_size: int) -> nn.Module:
         local_conv_size=3,
         layer_lr_decay=0.8,
     )
-
-
-def realistic_(model: nn.Module, seed: int) -> None:
-    """Weights at a trained-like scale, so that real differences are not hidden under 1e-4."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if "rel_pos" in name:
-                p.copy_(0.3 * noise)
-            elif name == "pos_embed":
-                p.copy_(0.1 * noise)
-            elif p.dim() >= 2:
-                p.copy_(noise / p[0].numel() ** 0.5)
-            elif name.endswith("weight"):  # LayerNorm / BatchNorm scales
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
 
 
 def test_image(path: str | None, img_size: int) -> torch.Tensor:

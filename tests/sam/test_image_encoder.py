@@ -8,27 +8,9 @@ import torch.nn.functional as F
 
 from vrpsam.errors import InputError
 from vrpsam.sam.image_encoder import VIT_CONFIGS, Attention, ImageEncoderViT, build_vit, rel_pos_attention
+from vrpsam.testing import realistic_
 
 TINY = dict(embed_dim=32, depth=4, num_heads=4, global_attn_indexes=(1, 3))
-
-
-def realistic_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Weights at a trained-like scale: N(0, 1/fan_in) matrices, norms near 1, non-zero position tables."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if "rel_pos" in name:
-                p.copy_(0.3 * noise)
-            elif name == "pos_embed":
-                p.copy_(0.1 * noise)
-            elif p.dim() >= 2:
-                p.copy_(noise / p[0].numel() ** 0.5)
-            elif name.endswith("weight"):  # LayerNorm / LayerNorm2d scales
-                p.copy_(1 + 0.1 * noise)
-            else:
-                p.copy_(0.1 * noise)
-    return model
 
 
 def expected_layout(name: str, img_size: int = 1024, window: int = 14) -> dict[str, tuple[int, ...]]:

@@ -10,21 +10,9 @@ import torch
 from vrpsam.errors import InputError
 from vrpsam.sam.mask_decoder import MLP, MaskDecoder
 from vrpsam.sam.transformer import Attention, TwoWayTransformer
+from vrpsam.testing import realistic_
 
 D, H, W, T = 32, 4, 5, 3  # width, embedding grid, prompt tokens
-
-
-def realistic_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Matrices N(0, 1/fan_in), norm weights near 1, small biases: outputs of order 1, so bugs show."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if p.ndim >= 2:
-                p.copy_(noise / math.prod(p.shape[1:]) ** 0.5)
-            else:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * noise)
-    return module
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+
+from vrpsam.testing import realistic_state_dict
 import torch.nn.functional as F
 
 import vrpsam.sam.tiny_vit as tiny_vit
@@ -16,29 +18,9 @@ from vrpsam.sam.tiny_vit import Attention, TinyViT, build_tiny_vit, relative_off
 from vrpsam.weights import load_into
 
 
-def realistic_state(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Weights at a realistic scale: N(0, 1/fan_in) matrices, norm/BN affines near (1, 0), BN stats non-trivial."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = value.clone()
-        elif key.endswith("running_mean"):
-            state[key] = 0.3 * torch.randn(value.shape, generator=gen)
-        elif key.endswith("running_var"):
-            state[key] = 0.25 + 1.5 * torch.rand(value.shape, generator=gen)
-        elif key.endswith("attention_biases"):
-            state[key] = torch.randn(value.shape, generator=gen)
-        elif value.ndim == 1:
-            state[key] = (1.0 if key.endswith("weight") else 0.0) + 0.1 * torch.randn(value.shape, generator=gen)
-        else:
-            state[key] = torch.randn(value.shape, generator=gen) / math.sqrt(value[0].numel())
-    return state
-
-
 def loaded(img_size: int = 128, seed: int = 0) -> TinyViT:
     model = build_tiny_vit(img_size)
-    load_into(model, realistic_state(model, seed), source="test")
+    load_into(model, realistic_state_dict(model, seed), source="test")
     return model
 
 
@@ -80,7 +62,7 @@ def test_bad_sizes_are_input_errors():
 
 
 def test_train_eval_toggles_and_load_after_eval_agree():
-    state = realistic_state(build_tiny_vit(128))
+    state = realistic_state_dict(build_tiny_vit(128))
     x = images()
     reference = build_tiny_vit(128).train()  # loaded in train mode, then switched to eval
     load_into(reference, state, source="test")
@@ -193,7 +175,7 @@ def test_fast_paths_match_plain_pytorch(monkeypatch):
 
 def test_folded_conv_bn_equals_conv_then_batchnorm():
     conv = tiny_vit.ConvBN(8, 16, 3, 2, groups=1)
-    load_into(conv, realistic_state(conv), source="test")
+    load_into(conv, realistic_state_dict(conv), source="test")
     conv.eval()
     x = torch.randn(2, 8, 9, 9)
     with torch.no_grad():
