@@ -34,3 +34,24 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lin2(self.act(self.lin1(x)))
+
+
+def no_autograd(*tensors: torch.Tensor | None) -> bool:
+    """Whether no autograd graph is being recorded through ``tensors`` (fast paths are forward-only)."""
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
+
+
+def onednn_usable(*tensors: torch.Tensor | None) -> bool:
+    """Whether to call oneDNN kernels directly: float32 CPU tensors, oneDNN built and enabled, no autograd.
+
+    On this project's CPUs oneDNN's float32 matrix kernels ran about twice as fast as the MKL ones
+    PyTorch picks by default; the encoders use them for inference and fall back to PyTorch otherwise.
+    """
+    first = tensors[0]
+    return (
+        first.device.type == "cpu"
+        and first.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and no_autograd(*tensors)
+    )

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .common import LayerNorm2d, MLPBlock
+from .common import LayerNorm2d, MLPBlock, onednn_usable
 
 # Upper bound on one block of the relative-position mask (bytes): bounds the extra memory of global
 # attention (the whole mask of one 64 x 64 grid is 805 MB per image) without splitting the work into
@@ -35,16 +35,7 @@ _ONEDNN_LINEAR = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise"
 
 
 def _onednn_ready(*tensors: torch.Tensor) -> bool:
-    """Whether to call oneDNN directly: float32 CPU tensors, oneDNN built and enabled, no autograd."""
-    first = tensors[0]
-    return (
-        _ONEDNN_LINEAR is not None
-        and first.device.type == "cpu"
-        and first.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-    )
+    return _ONEDNN_LINEAR is not None and onednn_usable(*tensors)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: bool = False) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .common import LayerNorm2d
+from .common import LayerNorm2d, no_autograd, onednn_usable
 
 # Most elements (float32: 28 MiB) an intermediate of one chunk of work may have at inference. At
 # 1024² the widest intermediates would be 64 MiB; glibc serves anything over 32 MiB by mmap, so
@@ -60,26 +60,9 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last).copy_(x)
 
 
-def _no_autograd(*tensors: torch.Tensor | None) -> bool:
-    """Whether no autograd graph is being recorded through ``tensors`` (the fast paths are forward-only)."""
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors)
-
-
 def _can_chunk(module: nn.Module, x: torch.Tensor) -> bool:
     """Chunked inference: eval mode (no batch statistics) and no autograd through ``module`` or ``x``."""
-    return not module.training and _no_autograd(x, *module.parameters())
-
-
-def _use_onednn(*tensors: torch.Tensor | None) -> bool:
-    """Whether to call oneDNN's convolution directly: float32 CPU, oneDNN built and enabled, no autograd."""
-    x = tensors[0]
-    return (
-        x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and _no_autograd(*tensors)
-    )
+    return not module.training and no_autograd(x, *module.parameters())
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
@@ -99,7 +82,7 @@ def _conv(
     PyTorch sends 1x1 convolutions to its GEMM path (MKL), which oneDNN's kernels beat by about 2x
     on this (AVX-512 AMD) CPU. Same products and sums; only the order of float additions differs.
     """
-    if not _use_onednn(x, weight, bias):
+    if not onednn_usable(x, weight, bias):
         return F.conv2d(x, weight, bias, stride, padding, 1, groups)
     return torch.ops.aten.mkldnn_convolution(x, weight, bias, _pair(padding), _pair(stride), (1, 1), groups)
 
@@ -109,7 +92,7 @@ def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
 
     (N, C) tokens are the memory of a channels_last (1, C, N, 1) map, so no data moves.
     """
-    if not _use_onednn(x, layer.weight, layer.bias):
+    if not onednn_usable(x, layer.weight, layer.bias):
         return layer(x)
     tokens = x.reshape(-1, x.shape[-1]).contiguous()
     as_map = tokens.view(1, tokens.shape[0], 1, tokens.shape[1]).permute(0, 3, 1, 2)
