@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_support import error_of
+
 from vrpsam.cli.main import main
 from vrpsam.io.exports import rle_to_mask
 
@@ -82,14 +84,6 @@ def test_k_shot_mixed_annotations_and_training_free(cats, tmp_path, capsys):
                            "--model", "tiny-random", "--method", method, "--quiet"], capsys)
         assert f"2 reference(s), {method}" in captured.out
         assert Image.open(out / "cat_01.png").size == Image.open(cats["cat_01.jpg"]).size
-
-
-def error_of(argv, capsys):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    return err
 
 
 def bad_inputs(tmp_path):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_support import error_of
+
 from vrpsam.cli.main import main
 from vrpsam.io import video as io_video
 from vrpsam.io.exports import davis_palette, save_palette_png
@@ -89,14 +91,6 @@ def test_video_file_end_to_end(sequence, tmp_path, capsys):
     assert Image.open(out / "00005.png").size == (SIZE[1], SIZE[0])
     with io_video.open_frames(out / "overlay.mp4") as overlay:
         assert len(overlay) == 6 and overlay.fps == 12 and overlay.size == SIZE
-
-
-def error_of(argv, capsys):
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
-    return err
 
 
 CASES = {
