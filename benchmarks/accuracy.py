@@ -25,9 +25,11 @@ Datasets (``--dataset``, repeatable; default: the three below, from ``../shared/
 - any other ``KIND:PATH`` of :func:`vrpsam.data.open_source`: within each class, every image is the
   reference for every other one when that gives at most ``--episodes`` episodes (e.g. the FSS-1000
   example: 5 images -> 20), else ``--episodes`` seeded episodes. On the data lite was trained on
-  (same kind and folder name as recorded in its checkpoint, e.g. ``yolo:.../coco128-seg``), only its
-  held-out classes are used:
-  the fold's test classes plus the validation classes (``--classes all`` overrides).
+  (same kind and folder name as recorded in its checkpoint, e.g. ``yolo:.../coco128-seg``), only
+  classes it never trained on are used: ``--classes test`` (default) the fold's test classes, which
+  played no part in training or in any choice made from validation (lite's prior weight is chosen on
+  the validation classes, see ``vrpsam.engine.calibrate``); ``heldout`` adds the validation classes;
+  ``all`` takes every class.
 
 ``--json OUT.json``: ``{"results": {"copy": {A: miou}, "proto": {A: miou}, "lite": {A: miou}},
 "episodes": N, ...}`` for one dataset. With several datasets, "results" and "episodes" hold the first
@@ -133,9 +135,11 @@ def trained_on(model_path: Path) -> dict:
     return load_vrp_checkpoint(model_path)[1].get("training_config") or {}
 
 
-def held_out_classes(source: SegmentationSource, config: dict) -> list[int]:
-    """Classes lite never trained on: the fold's test classes plus the validation classes."""
+def held_out_classes(source: SegmentationSource, config: dict, which: str) -> list[int]:
+    """Classes lite never trained on: the fold's test classes (``test``), plus the validation classes (``heldout``)."""
     fold = split_fold(source, int(config.get("fold", 0)))
+    if which == "test":
+        return sorted(fold.test)
     _, validation = validation_split(source, fold.train, fraction=0.2, seed=int(config["seed"]))
     return sorted(set(fold.test) | set(validation.classes))
 
@@ -152,8 +156,9 @@ def open_dataset(spec: str, *, episodes: int, seed: int, classes: str, training:
     chosen, note = list(source.classes), "all classes"
     trained_kind, _, trained_path = str(training.get("dataset", "")).partition(":")
     # The same data wherever it lives: same kind and same folder name (e.g. yolo .../coco128-seg).
-    if classes == "heldout" and trained_path and (trained_kind, Path(trained_path).name) == (kind, Path(path).name):
-        chosen, note = held_out_classes(source, training), "classes held out from lite's training"
+    if classes != "all" and trained_path and (trained_kind, Path(trained_path).name) == (kind, Path(path).name):
+        chosen = held_out_classes(source, training, classes)
+        note = "the fold's test classes" if classes == "test" else "test + validation classes (held out from training)"
     pairs = all_pairs(source, chosen)
     if len(pairs) <= episodes:
         return source, pairs, f"{note}; every image the reference of every other one"
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT.json")
     parser.add_argument("--model", default="lite", help="lite (default) or a lite checkpoint path")
     parser.add_argument("--episodes", type=int, default=200, help="episodes of a sampled dataset (default 200)")
-    parser.add_argument("--classes", choices=("heldout", "all"), default="heldout")
+    parser.add_argument("--classes", choices=("test", "heldout", "all"), default="test",
+                        help="on lite's training data: test (default), heldout (test + validation) or all classes")
     parser.add_argument("--seed", type=int, default=321, help="episodes and simulated annotations (default 321)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -14,7 +14,8 @@ import torch
 
 from vrpsam.cli.main import main
 from vrpsam.engine.checkpointing import load_training_state, pair_for
-from vrpsam.engine.config import TrainConfig
+from vrpsam.engine.calibrate import PRIOR_SCALE_MULTIPLIERS
+from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
 from vrpsam.engine.train import Trainer, frozen_parameters, rank_batches, train
 from vrpsam.errors import CheckpointError, InputError
@@ -161,6 +162,33 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig(dataset="yolo:/data", amp=True, device="cpu", backbone_checkpoint="resnet50_v2.pth")
     with pytest.raises(InputError, match="preset"):
         TrainConfig.with_preset("huge", dataset="yolo:/data")
+    with pytest.raises(InputError, match="calibrate_prior"):
+        TrainConfig.with_preset("tiny", dataset="yolo:/data", calibrate_prior=True)
+
+
+def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
+    # Two real lite steps (512², one thread), then the prior's scale is chosen by validation mIoU.
+    config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "epochs": 1, "iters_per_epoch": 2,
+                                                "batch_size": 1, "val_episodes": 2, "calibrate_prior": True})
+    result = train(config, progress=False)
+    chosen = result.calibration
+    assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 2
+    assert set(chosen["val_miou"]) == {f"{m:g}" for m in PRIOR_SCALE_MULTIPLIERS}
+    best = max(chosen["val_miou"].values())
+    assert chosen["val_miou"][f"{chosen['multiplier']:g}"] == best
+    assert chosen["scale"] == pytest.approx(chosen["trained_scale"] * chosen["multiplier"])
+
+    weights, metadata = load_vrp_checkpoint(result.last)
+    assert float(weights["prior.scale"]) == pytest.approx(chosen["scale"])
+    assert metadata["prior_calibration"] == chosen
+    assert metadata["metrics"]["prior_scale"] == pytest.approx(chosen["scale"])
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert [r["kind"] for r in rows][2:] == [f"prior_x{m:g}" for m in PRIOR_SCALE_MULTIPLIERS]
+
+    # Resuming the finished run does not calibrate again (that would multiply the multiplier).
+    again = train(config, resume=result.last, progress=False)
+    assert again.calibration == chosen
+    assert float(load_vrp_checkpoint(again.last)[0]["prior.scale"]) == pytest.approx(chosen["scale"])
 
 
 def test_official_recipe_never_trains_on_random_weights(tmp_path):

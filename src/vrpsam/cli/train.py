@@ -68,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     val.add_argument("--select-on-test", action="store_true", help="pick the best epoch on the test fold (paper protocol) instead of held-out training classes")
     val.add_argument("--val-episodes", type=int, help="episodes per validation pass (default 1000)")
     val.add_argument("--validate-every", type=int, metavar="EPOCHS", help="0 = never (default 1)")
+    val.add_argument("--calibrate-prior", action="store_true", help="lite: after the last step, weight the prototype prior by validation mIoU")
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder: checkpoints, config.json, log.csv")
     run.add_argument("--resume", metavar="CKPT", help="continue a run from its last.safetensors (or last.state.pt)")
@@ -91,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given["amp"] = True
     if args.augment:
         given["augment"] = True
+    if args.calibrate_prior:
+        given["calibrate_prior"] = True
     if args.no_tensorboard:
         given["tensorboard"] = False
     settings = {**base, **given}
@@ -126,5 +129,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"last checkpoint: {result.last} (iteration {result.iteration}, {result.epochs_completed} epochs)")
         if result.best is not None:
             print(f"best checkpoint: {result.best} ({config.select_on} mIoU {result.best_miou:.2f})")
+        if result.calibration is not None:
+            chosen = result.calibration
+            print(f"prior scale of the last checkpoint: {chosen['scale']:.2f} ({chosen['multiplier']:g} x trained; "
+                  f"validation mIoU per multiplier {chosen['val_miou']})")
         print(f"log: {result.out_dir / 'log.csv'}")
     return 0

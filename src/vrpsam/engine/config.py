@@ -84,6 +84,8 @@ class TrainConfig:
     select_on: str = "val"  # "val": held-out classes/images of the training split; "test": the fold (paper protocol)
     val_episodes: int = 1000
     validate_every: int = 1  # epochs; 0 = never (the last checkpoint only)
+    # after the last step, weight lite's prototype prior by validation mIoU (vrpsam.engine.calibrate)
+    calibrate_prior: bool = False
     # machinery
     device: str = "auto"
     amp: bool = False  # CUDA only: bf16 autocast (fp16 + loss scaling where bf16 is unsupported)
@@ -131,6 +133,8 @@ class TrainConfig:
             raise InputError(f"weight_decay: expected a non-negative number, got {self.weight_decay!r}")
         if self.validate_every and not self.val_episodes:
             raise InputError("val_episodes: must be positive when validating (or set validate_every=0)")
+        if self.calibrate_prior and (self.sam != LITE_SAM or not self.val_episodes):
+            raise InputError("calibrate_prior: needs the lite model (its prototype prior) and val_episodes > 0")
         if self.amp and self.device == "cpu":
             raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
 

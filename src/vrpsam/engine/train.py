@@ -68,6 +68,7 @@ from .checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
+from .calibrate import calibrate_prior
 from .config import LITE_SAM, TINY_SAM, TrainConfig
 from .embedding_cache import EmbeddingCache, sam_identity
 from .logging import CsvLog, TensorBoardLog, progress_bar
@@ -79,6 +80,7 @@ TRAIN_SPLITS = {"pascal": "train", "coco": "train"}
 # Settings a resumed run may change without changing what it computes.
 RESUMABLE_CHANGES = {
     "max_iters", "workers", "embedding_cache", "index_cache", "tensorboard", "out_dir", "device", "batch_size", "extra",
+    "calibrate_prior",  # acts after the last step only
 }  # fmt: skip
 VALIDATION_FRACTION = 0.2
 _DDP_OPTIONS = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
@@ -110,6 +112,7 @@ class TrainResult:
     epochs_completed: int
     history: list[StepRecord] = field(default_factory=list)  # the steps this call ran
     validations: list[ValidationRecord] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # the prior calibration of the last checkpoint, if done
     rank: int = 0  # of the process that returns this (only rank 0 wrote files)
 
 
@@ -300,6 +303,7 @@ class Trainer:
 
         self.iteration = 0
         self.best_miou: float | None = None
+        self.calibration: dict[str, Any] | None = None
         self.resumed_from: int | None = None
         self.start_time = time.monotonic()
 
@@ -405,29 +409,40 @@ class Trainer:
 
     # -- validation
 
+    def _evaluation_options(self) -> dict[str, Any]:
+        """:func:`vrpsam.engine.evaluate.evaluate` settings of every pass on the selection split."""
+        config = self.config
+        return dict(classes=self.data.validation_classes, shots=config.shots, episodes=config.val_episodes, seed=config.seed,
+                    workers=config.workers, batch_size=config.batch_size, device=self.device, progress=False)
+
     def validate(self, epoch: int) -> ValidationRecord:
         """mIoU / FB-IoU on the selection split with :func:`vrpsam.engine.evaluate.evaluate` (all ranks)."""
         from .evaluate import evaluate
 
-        config = self.config
+        annotation = "mask" if self.config.annotation == "mixed" else self.config.annotation
         self.model.eval()
         try:
-            result = evaluate(
-                self.model,
-                self.data.validation,
-                classes=self.data.validation_classes,
-                annotation="mask" if config.annotation == "mixed" else config.annotation,
-                shots=config.shots,
-                episodes=config.val_episodes,
-                seed=config.seed,
-                workers=config.workers,
-                batch_size=config.batch_size,
-                device=self.device,
-                progress=False,
-            )
+            result = evaluate(self.model, self.data.validation, annotation=annotation, **self._evaluation_options())
         finally:
             self.model.train()
         return ValidationRecord(self.iteration, epoch, float(result.miou), float(result.fbiou))
+
+    def calibrate(self) -> None:
+        """Choose the prior's weight on the selection split (:mod:`vrpsam.engine.calibrate`), every
+        annotation type trained, and save ``last`` with it; ``best`` keeps its trained weight."""
+        annotations = CONDITIONS if self.config.annotation == "mixed" else (self.config.annotation,)
+        self.model.eval()
+        try:
+            calibration = calibrate_prior(self.model, self.data.validation, annotations=annotations, **self._evaluation_options())
+        finally:
+            self.model.train()
+        self.calibration = calibration.to_dict()
+        if self.csv is not None:
+            elapsed = time.monotonic() - self.start_time
+            for multiplier, miou in calibration.val_miou.items():
+                self.csv.write(kind=f"prior_x{multiplier}", iteration=self.iteration, epoch=self.iteration // self.iters_per_epoch,
+                               time=elapsed, miou=miou)
+        self.save(LAST, {"prior_scale": calibration.scale}, with_state=True)
 
     # -- checkpoints
 
@@ -452,6 +467,7 @@ class Trainer:
             "iteration": self.iteration,
             "world_size": self.world,
             "metrics": metrics,
+            "prior_calibration": self.calibration,
         }
 
     def training_state(self) -> dict[str, Any]:
@@ -462,6 +478,7 @@ class Trainer:
             "iters_per_epoch": self.iters_per_epoch,
             "global_batch": self.global_batch,
             "best_miou": self.best_miou,
+            "calibration": self.calibration,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -491,6 +508,7 @@ class Trainer:
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
         self.best_miou = state["best_miou"]
+        self.calibration = state.get("calibration")
         self.resumed_from = self.iteration
         self.start_time = time.monotonic() - float(state["elapsed"])
 
@@ -529,11 +547,14 @@ class Trainer:
                     self._end_epoch(epoch, result)
             if self.iteration % self.iters_per_epoch or not result.history:
                 self.save(LAST, {}, with_state=True)
+            if self.config.calibrate_prior and self.iteration >= self.total_iters and self.calibration is None:
+                self.calibrate()
         finally:
             bar.close()
         result.iteration = self.iteration
         result.epochs_completed = self.iteration // self.iters_per_epoch
         result.best_miou = self.best_miou
+        result.calibration = self.calibration
         best = checkpoint_paths(self.out_dir, BEST).model
         result.best = best if self.best_miou is not None and best.exists() else None
         return result

@@ -1,0 +1,50 @@
+"""``benchmarks/accuracy.py``: its command line and JSON are a contract that outside checks call.
+
+Run as a user would (a subprocess), on a DAVIS-format folder made of the real persam cat photos: the
+first frame annotated, every later annotated frame a target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"
+
+
+def davis_sequence(root, photos):
+    """DATA/JPEGImages/480p/cat/0000N.jpg + DATA/Annotations/480p/cat/0000N.png (palette, object id 1)."""
+    for n, stem in enumerate(("cat_00", "cat_01", "cat_02")):
+        frames, labels = root / "JPEGImages" / "480p" / "cat", root / "Annotations" / "480p" / "cat"
+        frames.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        Image.open(photos / f"{stem}.jpg").save(frames / f"{n:05d}.jpg")
+        ids = (np.asarray(Image.open(photos / f"{stem}.png")) > 0).astype(np.uint8)
+        mask = Image.fromarray(ids, mode="P")
+        mask.putpalette([0, 0, 0, 128, 0, 0] + [0] * (256 - 2) * 3)
+        mask.save(labels / f"{n:05d}.png")
+
+
+def test_contract_json_on_a_davis_folder(shared, tmp_path):
+    weights = shared("assets/weights/mobilenet_v2")
+    davis_sequence(tmp_path / "davis", shared("assets/data/persam-examples"))
+    out = tmp_path / "out.json"
+    env = {**os.environ, "VRPSAM_WEIGHTS": str(weights), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(SCRIPT), "--dataset", f"davis:{tmp_path / 'davis'}", "--annotation", "box", "--json", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    report = json.loads(out.read_text())
+    assert report["episodes"] == 2  # frame 0 -> frames 1 and 2
+    assert set(report["results"]) == {"copy", "proto", "lite"}
+    scores = {method: report["results"][method]["box"] for method in ("copy", "proto", "lite")}
+    assert all(0.0 <= value <= 100.0 for value in scores.values())
+    # The cat fills much of every frame: both matching methods find most of it from a box.
+    assert scores["proto"] > 30 and scores["lite"] > 30, scores
+    assert "first annotated frame" in done.stdout
