@@ -14,7 +14,7 @@ import torch
 
 from vrpsam.cli.main import main
 from vrpsam.engine.checkpointing import load_training_state, pair_for
-from vrpsam.engine.calibrate import PRIOR_SCALE_MULTIPLIERS
+from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, setting_name
 from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
 from vrpsam.engine.train import Trainer, frozen_parameters, rank_batches, train
@@ -167,23 +167,25 @@ def test_config_round_trip_and_validation(tmp_path):
 
 
 def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
-    # Two real lite steps (512², one thread), then the prior's scale is chosen by validation mIoU.
+    # Two real lite steps (512², one thread), then the prior's scale and bias are chosen by validation mIoU.
     config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "epochs": 1, "iters_per_epoch": 2,
                                                 "batch_size": 1, "val_episodes": 2, "calibrate_prior": True})
     result = train(config, progress=False)
     chosen = result.calibration
     assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 2
-    assert set(chosen["val_miou"]) == {f"{m:g}" for m in PRIOR_SCALE_MULTIPLIERS}
-    best = max(chosen["val_miou"].values())
-    assert chosen["val_miou"][f"{chosen['multiplier']:g}"] == best
+    settings = [setting_name(m, b) for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
+    assert list(chosen["val_miou"]) == settings
+    assert chosen["val_miou"][setting_name(chosen["multiplier"], chosen["bias_offset"])] == max(chosen["val_miou"].values())
     assert chosen["scale"] == pytest.approx(chosen["trained_scale"] * chosen["multiplier"])
+    assert chosen["bias"] == pytest.approx(chosen["trained_bias"] + chosen["bias_offset"])
 
     weights, metadata = load_vrp_checkpoint(result.last)
     assert float(weights["prior.scale"]) == pytest.approx(chosen["scale"])
+    assert float(weights["prior.bias"]) == pytest.approx(chosen["bias"])
     assert metadata["prior_calibration"] == chosen
     assert metadata["metrics"]["prior_scale"] == pytest.approx(chosen["scale"])
     rows = read_log(tmp_path / "run" / "log.csv")
-    assert [r["kind"] for r in rows][2:] == [f"prior_x{m:g}" for m in PRIOR_SCALE_MULTIPLIERS]
+    assert [r["kind"] for r in rows][2:] == [f"prior_{name}" for name in settings]
 
     # Resuming the finished run does not calibrate again (that would multiply the multiplier).
     again = train(config, resume=result.last, progress=False)

@@ -121,6 +121,7 @@ def _base_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.calibrate import setting_name
     from ..engine.train import train
 
     config = config_from_args(args)
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"best checkpoint: {result.best} ({config.select_on} mIoU {result.best_miou:.2f})")
         if result.calibration is not None:
             chosen = result.calibration
-            print(f"prior scale of the last checkpoint: {chosen['scale']:.2f} ({chosen['multiplier']:g} x trained; "
-                  f"validation mIoU per multiplier {chosen['val_miou']})")
+            print(f"prior of the last checkpoint: scale {chosen['scale']:.2f}, bias {chosen['bias']:.2f} "
+                  f"({setting_name(chosen['multiplier'], chosen['bias_offset'])} of the trained ones; validation mIoU {chosen['val_miou']})")
         print(f"log: {result.out_dir / 'log.csv'}")
     return 0

@@ -439,10 +439,10 @@ class Trainer:
         self.calibration = calibration.to_dict()
         if self.csv is not None:
             elapsed = time.monotonic() - self.start_time
-            for multiplier, miou in calibration.val_miou.items():
-                self.csv.write(kind=f"prior_x{multiplier}", iteration=self.iteration, epoch=self.iteration // self.iters_per_epoch,
+            for setting, miou in calibration.val_miou.items():
+                self.csv.write(kind=f"prior_{setting}", iteration=self.iteration, epoch=self.iteration // self.iters_per_epoch,
                                time=elapsed, miou=miou)
-        self.save(LAST, {"prior_scale": calibration.scale}, with_state=True)
+        self.save(LAST, {"prior_scale": calibration.scale, "prior_bias": calibration.bias}, with_state=True)
 
     # -- checkpoints
 
