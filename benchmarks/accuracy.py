@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from vrpsam.data import EpisodeDataset, collate_episodes, open_source, split_fold, validation_split, video_episodes
-from vrpsam.data.base import SegmentationSource, binary_foreground, read_image, read_mask
+from vrpsam.data.base import SegmentationSource, binary_foreground, read_mask
 from vrpsam.data.episodes import Episode
 from vrpsam.engine.evaluate import build_episodes
 from vrpsam.engine.metrics import IoUAccumulator, episode_areas

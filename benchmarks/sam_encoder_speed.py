@@ -171,16 +171,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     models = [m for m in args.models.split(",") if m]
-    if "vit_t" in models:
-        try:
-            import vrpsam.sam.tiny_vit  # noqa: F401
-        except ImportError as exc:
-            print(f"skipping vit_t: vrpsam.sam.tiny_vit not importable ({exc})")
-            models.remove("vit_t")
-        else:
-            if args.official_mobilesam is None:
-                print("skipping vit_t: --official-mobilesam not given")
-                models.remove("vit_t")
+    if "vit_t" in models and args.official_mobilesam is None:
+        print("skipping vit_t: --official-mobilesam not given")
+        models.remove("vit_t")
     unknown = [m for m in models if m not in (*VIT_CONFIGS, "vit_t")]
     if unknown:
         parser.error(f"--models: unknown {', '.join(unknown)}")

@@ -3,9 +3,8 @@ import pytest
 import torch
 
 from vrpsam.errors import InputError
+from vrpsam.io.images import IMAGENET_MEAN, IMAGENET_STD
 from vrpsam.vrp.preprocess import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Frame,
     check_image,
     logits_to_original,

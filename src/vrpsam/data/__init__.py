@@ -21,7 +21,8 @@ from .folds import Fold, fold_classes, fold_test_classes, split_fold, validation
 from .fss import FssSource
 from .pascal import VOC_CLASSES, PascalSource
 from .sources import SOURCE_KINDS, open_source
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, image_tensor, mask_tensor
+from ..io.images import IMAGENET_MEAN, IMAGENET_STD
+from .transforms import image_tensor, mask_tensor
 from .yolo import YoloSource
 
 __all__ = [

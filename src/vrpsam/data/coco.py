@@ -63,9 +63,7 @@ class CocoSource(LabelMapSource):
     def __init__(self, root: str | os.PathLike, *, split: str | None = "val", **options):
         root = Path(root)
         base = next((d for d in (root, root / "MSCOCO14", root / "COCO2014") if (d / "annotations").is_dir()), root)
-        super().__init__(base, split=split or "val", **options)
-        if self.split not in ("train", "val"):
-            raise DataError(f"coco split {self.split!r}: expected 'train' or 'val'")
+        super().__init__(base, split=split, **options)
         folder = f"{self.split}2014"
         self.image_dir = base / folder
         self.mask_dir = base / "annotations" / folder

@@ -6,6 +6,8 @@ boundaries). Any other value makes the mask invalid: it is reported, never read 
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,8 +25,14 @@ class LabelMapSource(IndexedSource):
     """
 
     class_names: ClassVar[tuple[str, ...]] = ()
+    splits: ClassVar[tuple[str, ...]] = ("train", "val")
     image_dir: Path
     mask_dir: Path
+
+    def __init__(self, root: str | os.PathLike, *, split: str | None = "val", **options) -> None:
+        super().__init__(root, split=split or "val", **options)
+        if self.split not in self.splits:
+            raise DataError(f"{self.kind} split {self.split!r}: expected {' or '.join(repr(s) for s in self.splits)}")
 
     @property
     def classes(self) -> dict[int, str]:

@@ -43,9 +43,7 @@ class PascalSource(LabelMapSource):
     def __init__(self, root: str | os.PathLike, *, split: str | None = "val", **options):
         root = Path(root)
         voc = root / "VOC2012" if (root / "VOC2012").is_dir() else root
-        super().__init__(voc, split=split or "val", **options)
-        if self.split not in ("train", "val"):
-            raise DataError(f"pascal split {self.split!r}: expected 'train' or 'val'")
+        super().__init__(voc, split=split, **options)
         self.image_dir = voc / "JPEGImages"
         self.mask_dir = voc / "SegmentationClassAug"
         self.val_list = voc / "ImageSets" / "Segmentation" / "val.txt"

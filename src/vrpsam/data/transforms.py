@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io.images import IMAGENET_MEAN, IMAGENET_STD, normalised
+from ..io.images import normalised
 
 
 def image_tensor(image: np.ndarray, size: int) -> torch.Tensor:

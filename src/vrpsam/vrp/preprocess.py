@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..io.images import IMAGENET_MEAN, IMAGENET_STD, normalised
+from ..io.images import normalised
 
 Preprocessing = Literal["official", "standard"]
 PREPROCESSING_MODES: tuple[str, ...] = ("official", "standard")
