@@ -7,8 +7,9 @@ For each dataset and reference annotation type (point, box, scribble, mask) it p
 - ``copy``: the reference's annotation map (mask; filled box; the simulated clicks or scribble
   strokes) resized onto the target (nearest): what a method gets for free when the object sits in
   the same place in both images;
-- ``proto``: training-free prototype matching (:mod:`vrpsam.vrp.proto`) on the same frozen
-  MobileNetV2 features lite reads, with the same annotation map (so a box's prototype is the box);
+- ``proto``: training-free prototype matching (:mod:`vrpsam.vrp.proto`, the plain rule without the
+  self-support lite's prior adds) on the same frozen MobileNetV2 features lite reads, with the same
+  annotation map (so a box's prototype is the box);
 - ``lite``: the trained ``lite`` model (``build_model("lite")``, or ``--model CHECKPOINT``).
 
 Numbers are mIoU (foreground IoU accumulated per class over its episodes, averaged over classes,
@@ -173,7 +174,7 @@ def predict(model, batch: dict) -> dict[str, torch.Tensor]:
     features = encoder.encode_target(query)
     reference = encoder.encode_reference(supports[:, 0], annotations[:, 0])
     size = query.shape[-2:]
-    proto = model.prior.scores(features, [reference])
+    proto = model.prior.rule_scores(features, [reference])
     return {
         "copy": annotations[:, :1] - 0.5,
         "proto": F.interpolate(proto, size=size, mode="bilinear", align_corners=False),

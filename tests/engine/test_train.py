@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from vrpsam.cli.main import main
+from vrpsam.data.pseudo import FIRST_PSEUDO_ID
 from vrpsam.engine.checkpointing import load_training_state, pair_for
-from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, setting_name
+from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, SELF_SUPPORT_WEIGHTS, setting_name
 from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
 from vrpsam.engine.train import Trainer, frozen_parameters, rank_batches, train
@@ -75,6 +76,15 @@ def test_resume_refuses_changed_settings(tiny, tmp_path):
     first = train(tiny(max_iters=1), progress=False)
     with pytest.raises(CheckpointError, match="lr"):
         train(tiny(max_iters=2, lr=3e-4), resume=first.last, progress=False)
+
+    # A run saved before a setting existed resumes when this run keeps that setting's default.
+    state_path = pair_for(first.last).state
+    state = torch.load(state_path, weights_only=True)
+    del state["config"]["pseudo_classes"]
+    torch.save(state, state_path)
+    assert train(tiny(max_iters=2), resume=first.last, progress=False).iteration == 2
+    with pytest.raises(CheckpointError, match="pseudo_classes"):
+        train(tiny(max_iters=3, pseudo_classes=2), resume=first.last, progress=False)
 
 
 def test_frozen_parameters_get_no_gradient(tiny):
@@ -137,6 +147,12 @@ def test_train_cli_runs_and_reports_bad_input_in_one_line(tiny, tmp_path, capsys
     assert f"last checkpoint: {out / 'last.safetensors'}" in printed
     assert json.loads((out / "config.json").read_text())["batch_size"] == 1
 
+    # A moved run resumes where it now is, not in the folder it was made in.
+    moved = out.rename(tmp_path / "moved")
+    assert main(["train", "--resume", str(moved / "last.safetensors"), "--no-progress"]) == 0
+    assert f"last checkpoint: {moved / 'last.safetensors'}" in capsys.readouterr().out
+    assert not out.exists()
+
     assert main(["train", "--model-preset", "tiny", "--dataset", dataset, "--batch-size", "0", "--out", str(out)]) == 2
     assert main(["train", "--dataset", "nosuchkind:/x", "--out", str(out)]) == 2
     assert main(["train", "--dataset", dataset]) == 2  # no --out
@@ -164,6 +180,22 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.with_preset("huge", dataset="yolo:/data")
     with pytest.raises(InputError, match="calibrate_prior"):
         TrainConfig.with_preset("tiny", dataset="yolo:/data", calibrate_prior=True)
+    with pytest.raises(InputError, match="pseudo_classes"):
+        TrainConfig(dataset="yolo:/data", pseudo_classes=-1, backbone_checkpoint="resnet50_v2.pth")
+
+
+def test_pseudo_classes_join_the_training_classes_only(tiny):
+    trainer = Trainer(tiny(pseudo_classes=3, max_iters=2), progress=False)
+    try:
+        train_classes, validation = trainer.data.train.classes, trainer.data.validation_classes
+        pseudo = [c for c, name in train_classes.items() if name.startswith("pseudo-")]
+        assert pseudo == [FIRST_PSEUDO_ID, FIRST_PSEUDO_ID + 1, FIRST_PSEUDO_ID + 2]
+        assert not set(pseudo) & set(validation)
+        assert all(trainer.data.train.items(c) for c in pseudo)
+        result = trainer.run()
+    finally:
+        trainer.close()
+    assert result.iteration == 2 and result.last.exists()
 
 
 def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
@@ -173,15 +205,17 @@ def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
     result = train(config, progress=False)
     chosen = result.calibration
     assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 2
-    settings = [setting_name(m, b) for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
+    settings = [setting_name(m, b, s) for s in SELF_SUPPORT_WEIGHTS for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
     assert list(chosen["val_miou"]) == settings
-    assert chosen["val_miou"][setting_name(chosen["multiplier"], chosen["bias_offset"])] == max(chosen["val_miou"].values())
+    best = setting_name(chosen["multiplier"], chosen["bias_offset"], chosen["self_support"])
+    assert chosen["val_miou"][best] == max(chosen["val_miou"].values())
     assert chosen["scale"] == pytest.approx(chosen["trained_scale"] * chosen["multiplier"])
     assert chosen["bias"] == pytest.approx(chosen["trained_bias"] + chosen["bias_offset"])
 
     weights, metadata = load_vrp_checkpoint(result.last)
     assert float(weights["prior.scale"]) == pytest.approx(chosen["scale"])
     assert float(weights["prior.bias"]) == pytest.approx(chosen["bias"])
+    assert float(weights["prior.self_support"]) == chosen["self_support"]
     assert metadata["prior_calibration"] == chosen
     assert metadata["metrics"]["prior_scale"] == pytest.approx(chosen["scale"])
     rows = read_log(tmp_path / "run" / "log.csv")

@@ -12,7 +12,7 @@ from vrpsam.sam.lite_encoder import FeatureMemo, LiteImageEncoder, MemoisedBackb
 from vrpsam.vrp.backbones import build_mobilenet_v2_backbone
 from vrpsam.vrp.build import BUILD_KEY, LITE_NAME, build_lite
 from vrpsam.vrp.checkpoint import save_vrp_checkpoint
-from vrpsam.vrp.proto import prototype_scores
+from vrpsam.vrp.proto import SELF_SUPPORT_FOREGROUND, prototype_scores, self_support_scores
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,21 @@ def test_prototype_scores_separate_foreground_from_background():
     assert torch.allclose(scores, torch.tensor([expected, -expected, 0.0]), atol=1e-6)
 
 
+def test_self_support_rescores_against_the_targets_own_prototypes():
+    a, b, c = torch.eye(3)
+    # target cells: two of kind a (one confident), one of kind b, one between a and c
+    target = torch.stack([a, a, b, torch.nn.functional.normalize(a + c, dim=0)]).T.reshape(1, 3, 1, 4)
+    scores = torch.tensor([0.5, 0.05, -0.5, 0.02]).reshape(1, 1, 1, 4)
+    mixed = self_support_scores(target, scores, 0.5)
+    own = prototype_scores(target, target, (scores > SELF_SUPPORT_FOREGROUND).float(), (scores < 0).float())
+    assert torch.allclose(own[0, 0, 0], torch.tensor([1.0, 1.0, -1.0, 2 ** -0.5]), atol=1e-6)  # foreground a, background b
+    assert torch.allclose(mixed, 0.5 * scores + 0.5 * own)
+    assert torch.equal(self_support_scores(target, scores, 0.0), scores)
+    # a target with no confident cell (or no negative one) keeps its scores
+    flat = torch.full((1, 1, 1, 4), 0.05)
+    assert torch.equal(self_support_scores(target, flat, 0.5), flat)
+
+
 @pytest.fixture(scope="module")
 def lite():
     return build_lite(None, backbone_checkpoint=None)
@@ -107,10 +122,11 @@ def test_lite_checkpoint_round_trip(lite, tmp_path):
 
     with torch.no_grad():
         lite.prior.bias.fill_(0.25)
+        lite.prior.self_support.fill_(0.5)
     path = tmp_path / "lite.safetensors"
     save_vrp_checkpoint(TrainedParts(lite), path, {BUILD_KEY: {"sam": LITE_NAME}})
     loaded = build_lite(path, backbone_checkpoint=None)
-    assert loaded.prior.bias.item() == 0.25
+    assert loaded.prior.bias.item() == 0.25 and loaded.prior.self_support.item() == 0.5
     for (k, a), (_, b) in zip(lite.trainable_modules().state_dict().items(), loaded.trainable_modules().state_dict().items()):
         assert torch.equal(a, b), k
     other = tmp_path / "other.safetensors"

@@ -29,7 +29,7 @@ _FIELDS = {
     "preprocessing": "preprocessing", "val_episodes": "val_episodes", "validate_every": "validate_every",
     "device": "device", "workers": "workers", "out": "out_dir", "embedding_cache": "embedding_cache",
     "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste",
-    "same_image": "same_image",
+    "same_image": "same_image", "pseudo_classes": "pseudo_classes",
 }  # fmt: skip
 
 
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--augment-views", type=int, metavar="N", help="N fixed augmented views per photo, so frozen features are reused (default 0: fresh each time)")
     augment.add_argument("--copy-paste", type=float, metavar="P", help="probability of pasting an instance from another training image (needs --augment)")
     augment.add_argument("--same-image", type=float, metavar="F", help="fraction of episodes made of two augmentations of one photo")
+    augment.add_argument("--pseudo-classes", type=int, metavar="K", help="add K classes clustered from the frozen features of unlabelled pixels (default 0)")
     optim = parser.add_argument_group("optimisation (defaults: the official recipe)")
     optim.add_argument("--epochs", type=int, help="default 50")
     optim.add_argument("--batch-size", type=int, help="episodes per process and step; global batch = this x processes (recipe: 8 in total)")
@@ -97,10 +98,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.no_tensorboard:
         given["tensorboard"] = False
     settings = {**base, **given}
+    if args.resume is not None and args.out is None:
+        settings["out_dir"] = str(Path(args.resume).parent)  # where the run is now, wherever it was made
     if "out_dir" not in settings:
-        if args.resume is None:
-            raise InputError("--out: required (the folder for checkpoints and logs)")
-        settings["out_dir"] = str(Path(args.resume).parent)
+        raise InputError("--out: required (the folder for checkpoints and logs)")
     if not settings.get("dataset"):
         raise InputError("--dataset: required (KIND:PATH), unless --config or --resume supplies it")
     return TrainConfig.from_dict(settings, source="command line")
@@ -133,6 +134,6 @@ def run(args: argparse.Namespace) -> int:
         if result.calibration is not None:
             chosen = result.calibration
             print(f"prior of the last checkpoint: scale {chosen['scale']:.2f}, bias {chosen['bias']:.2f} "
-                  f"({setting_name(chosen['multiplier'], chosen['bias_offset'])} of the trained ones; validation mIoU {chosen['val_miou']})")
+                  f"({setting_name(chosen['multiplier'], chosen['bias_offset'], chosen['self_support'])} of the trained ones; validation mIoU {chosen['val_miou']})")
         print(f"log: {result.out_dir / 'log.csv'}")
     return 0

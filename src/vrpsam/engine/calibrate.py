@@ -9,9 +9,10 @@ it is chosen like an epoch is: by mIoU on the validation classes, which training
 
 :func:`calibrate_prior` tries the trained scale times each of :data:`PRIOR_SCALE_MULTIPLIERS` with
 the trained bias plus each of :data:`PRIOR_BIAS_OFFSETS` (the decoder of a first coco128 run also
-under-predicted foreground on unseen classes: a positive prior bias helped), keeps the pair with the
-best mean validation mIoU over the given annotation types (ties go to the smaller change), and leaves
-the model with it. Deterministic, and identical on every rank under ``torchrun``
+under-predicted foreground on unseen classes: a positive prior bias helped) and each self-support
+weight of :data:`SELF_SUPPORT_WEIGHTS` (the target's own prototypes, :func:`vrpsam.vrp.proto.self_support_scores`),
+keeps the setting with the best mean validation mIoU over the given annotation types (ties go to the
+smaller change), and leaves the model with it. Deterministic, and identical on every rank under ``torchrun``
 (:func:`vrpsam.engine.evaluate.evaluate` all-reduces its counts).
 """
 
@@ -27,12 +28,13 @@ from ..vrp.model import VRPSAM
 from .evaluate import evaluate
 
 PRIOR_SCALE_MULTIPLIERS = (1.0, 2.0, 4.0)
-PRIOR_BIAS_OFFSETS = (0.0, 2.0, 4.0)
+PRIOR_BIAS_OFFSETS = (0.0, 2.0)
+SELF_SUPPORT_WEIGHTS = (0.0, 0.5)
 
 
-def setting_name(multiplier: float, offset: float) -> str:
-    """``x2+4``: scale times 2, bias plus 4."""
-    return f"x{multiplier:g}{offset:+g}"
+def setting_name(multiplier: float, offset: float, self_support: float = 0.0) -> str:
+    """``x2+4s0.5``: scale times 2, bias plus 4, self-support weight 0.5."""
+    return f"x{multiplier:g}{offset:+g}s{self_support:g}"
 
 
 @dataclass
@@ -45,6 +47,7 @@ class PriorCalibration:
     bias: float
     multiplier: float
     bias_offset: float
+    self_support: float
     annotations: tuple[str, ...]
     episodes: int  # per annotation type and setting (0: evaluate's default)
     val_miou: dict[str, float]  # setting_name -> mean validation mIoU over ``annotations``
@@ -60,28 +63,31 @@ def calibrate_prior(
     annotations: Sequence[str],
     multipliers: Sequence[float] = PRIOR_SCALE_MULTIPLIERS,
     offsets: Sequence[float] = PRIOR_BIAS_OFFSETS,
+    self_supports: Sequence[float] = SELF_SUPPORT_WEIGHTS,
     **options: Any,
 ) -> PriorCalibration:
-    """Set ``model.prior``'s scale and bias to the trained values changed by the (multiplier, offset)
-    with the best mean mIoU over ``annotations``; ``options`` go to :func:`vrpsam.engine.evaluate.evaluate`
+    """Set ``model.prior``'s scale and bias to the trained values changed by the (multiplier, offset),
+    and its self-support weight, with the best mean mIoU over ``annotations``; ``options`` go to :func:`vrpsam.engine.evaluate.evaluate`
     for each pass (``classes``, ``episodes``, ``seed``...: the validation episodes). Returns what was measured."""
     if model.prior is None:
         raise InputError("calibrate_prior: the model has no prototype prior (only lite has one)")
     prior = model.prior
     trained_scale, trained_bias = float(prior.scale.detach()), float(prior.bias.detach())
 
-    def use(multiplier: float, offset: float) -> None:
+    def use(multiplier: float, offset: float, self_support: float) -> None:
         with torch.no_grad():
             prior.scale.fill_(trained_scale * multiplier)
             prior.bias.fill_(trained_bias + offset)
+            prior.self_support.fill_(self_support)
 
-    results: dict[tuple[float, float], float] = {}
-    for multiplier in multipliers:
-        for offset in offsets:
-            use(multiplier, offset)
-            mious = [evaluate(model, source, annotation=annotation, **options).miou for annotation in annotations]
-            results[multiplier, offset] = float(sum(mious) / len(mious))
-    best = max(results, key=lambda setting: (results[setting], -setting[0], -setting[1]))
+    results: dict[tuple[float, float, float], float] = {}
+    for self_support in self_supports:
+        for multiplier in multipliers:
+            for offset in offsets:
+                use(multiplier, offset, self_support)
+                mious = [evaluate(model, source, annotation=annotation, **options).miou for annotation in annotations]
+                results[multiplier, offset, self_support] = float(sum(mious) / len(mious))
+    best = max(results, key=lambda setting: (results[setting], -setting[2], -setting[0], -setting[1]))
     use(*best)
     return PriorCalibration(
         trained_scale=trained_scale,
@@ -90,6 +96,7 @@ def calibrate_prior(
         bias=float(prior.bias.detach()),
         multiplier=best[0],
         bias_offset=best[1],
+        self_support=best[2],
         annotations=tuple(annotations),
         episodes=int(options.get("episodes", 0)),
         val_miou={setting_name(*setting): round(miou, 4) for setting, miou in results.items()},

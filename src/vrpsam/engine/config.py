@@ -68,6 +68,8 @@ class TrainConfig:
     augment_views: int = 0  # 0: fresh per draw; N: N fixed views per photo (frozen features reusable)
     copy_paste: float = 0.0  # probability of pasting an instance from another training image
     same_image: float = 0.0  # fraction of episodes whose query is another augmentation of the support photo
+    # classes found by clustering frozen features over unlabelled pixels (vrpsam.data.pseudo), added to the training classes
+    pseudo_classes: int = 0
     # model
     sam: str = "vit_h"  # a sam_model_registry name, or "tiny"
     # "official": the variant's official file through the weights registry; a path or registry name;
@@ -123,7 +125,7 @@ class TrainConfig:
                              "a VRP encoder on a random backbone learns nothing useful")
         if self.sam == LITE_SAM and (self.backbone != "mobilenet_v2" or self.image_size != self.input_size):
             raise InputError("sam: lite is built on mobilenet_v2 with image_size = input_size (use --model-preset lite)")
-        for name in ("fold", "workers", "val_episodes", "validate_every", "seed", "augment_views"):
+        for name in ("fold", "workers", "val_episodes", "validate_every", "seed", "augment_views", "pseudo_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"{name}: expected a non-negative integer, got {value!r}")

@@ -2,8 +2,8 @@
 
 ``log.csv`` has one row per training iteration (``kind=train``: iteration, epoch, loss, lr, seconds
 since the run started), one per validation pass (``kind=val``: miou, fbiou on the validation split)
-and, with ``calibrate_prior``, one per prior setting tried at the end (``kind=prior_xM+B``: mean
-validation mIoU with the prior's scale times M and its bias plus B).
+and, with ``calibrate_prior``, one per prior setting tried at the end (``kind=prior_xM+BsS``: mean
+validation mIoU with the prior's scale times M, its bias plus B and self-support weight S).
 On resume the rows after the resumed iteration are dropped first, so the file always describes one
 uninterrupted run. Only the main process writes.
 """

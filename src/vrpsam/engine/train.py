@@ -34,7 +34,7 @@ import inspect
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -47,8 +47,10 @@ from ..data.augment import AugmentConfig, Augmenter, SameImageEpisodes
 from ..data.dataset import EpisodeDataset, collate_episodes
 from ..data.episodes import Episode, TrainingEpisodes
 from ..data.folds import split_fold, validation_split
+from ..data.pseudo import Features, PseudoClassConfig, PseudoClassSource
 from ..data.simulate import CONDITIONS
 from ..data.sources import open_source
+from ..data.transforms import image_tensor
 from ..errors import CheckpointError, InputError
 from ..sam.build import OFFICIAL_WEIGHTS, sam_model_registry
 from ..sam.sam import Sam
@@ -57,6 +59,7 @@ from ..vrp.build import BUILD_KEY, TINY_SAM_SIZE, build_lite, build_tiny_sam
 from ..vrp.checkpoint import load_vrp_checkpoint
 from ..vrp.encoder import VRPEncoder
 from ..vrp.model import VRPSAM
+from ..vrp.proto import proto_features
 from ..weights import load_into
 from . import distributed
 from .checkpointing import (
@@ -215,6 +218,19 @@ def open_training_data(config: TrainConfig) -> TrainingData:
     return TrainingData(train_view, validation, validation_classes, len(images))
 
 
+def prototype_features(model: VRPSAM, size: int) -> Features:
+    """The prototype rule's frozen features of one photo, (C, h, w) float32 unit per cell, squashed to ``size``²."""
+    encoder = model.encoder
+    device = next(encoder.backbone.parameters()).device
+
+    def features(image: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            target = encoder.encode_target(image_tensor(image, size)[None].to(device))
+            return proto_features(target.mid, target.deep, encoder.backbone.channels[0])[0].float().cpu().numpy()
+
+    return features
+
+
 class MixedAnnotations(Dataset):
     """Episodes whose annotation type is drawn per episode, uniformly over the four types, from a
     generator seeded by ``(seed, epoch, index, 3)`` (official: a commented-out per-batch draw)."""
@@ -291,6 +307,9 @@ class Trainer:
         self.stop_at = min(self.total_iters, config.max_iters or self.total_iters)
 
         self.model = build_training_model(config).to(self.device)
+        if config.pseudo_classes:
+            settings = PseudoClassConfig(config.pseudo_classes, seed=config.seed)
+            self.data.train = PseudoClassSource(self.data.train, prototype_features(self.model, config.input_size), settings)
         self.trainable = self.model.trainable_parameters()
         if any(p.requires_grad for p in frozen_parameters(self.model)):
             raise RuntimeError("SAM or the backbone has parameters that require gradients; they must stay frozen")
@@ -442,7 +461,8 @@ class Trainer:
             for setting, miou in calibration.val_miou.items():
                 self.csv.write(kind=f"prior_{setting}", iteration=self.iteration, epoch=self.iteration // self.iters_per_epoch,
                                time=elapsed, miou=miou)
-        self.save(LAST, {"prior_scale": calibration.scale, "prior_bias": calibration.bias}, with_state=True)
+        metrics = {"prior_scale": calibration.scale, "prior_bias": calibration.bias, "prior_self_support": calibration.self_support}
+        self.save(LAST, metrics, with_state=True)
 
     # -- checkpoints
 
@@ -513,7 +533,10 @@ class Trainer:
         self.start_time = time.monotonic() - float(state["elapsed"])
 
     def _check_resumable(self, state: dict[str, Any], path: str | Path) -> None:
-        saved, current = state["config"], self.config.to_dict()
+        current = self.config.to_dict()
+        # a setting added after the run was saved had its default then
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+        saved = {**defaults, **state["config"]}
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k])
         if changed:
             first = changed[0]
