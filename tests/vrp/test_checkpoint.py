@@ -123,6 +123,22 @@ def test_official_file_problems_are_named(resnet_encoder, tmp_path):
         load_official_vrp_checkpoint(_save(unprefixed, tmp_path / "plain.pt"))
 
 
+@pytest.mark.parametrize("first_byte", [0x80, ord("P")])
+def test_format_of_safetensors_whose_header_length_looks_like_torch(tmp_path, first_byte):
+    # The 8-byte header length comes first; 0x80 (pickle) or "P" (zip) there must not fool the sniffing.
+    from safetensors.torch import save_file
+
+    from vrpsam.vrp.checkpoint import FORMAT_KEY, FORMAT_NAME
+
+    path = tmp_path / "x.safetensors"
+    for padding in range(256):
+        save_file({"w": torch.zeros(2)}, str(path), metadata={FORMAT_KEY: FORMAT_NAME, "pad": "x" * padding})
+        if path.read_bytes()[0] == first_byte:
+            break
+    assert path.read_bytes()[0] == first_byte
+    assert checkpoint_format(path) == "vrpsam"
+
+
 def test_our_format_round_trip(resnet_encoder, tmp_path):
     path = tmp_path / "vrp.safetensors"
     save_vrp_checkpoint(resnet_encoder, path, {"condition": "mask", "fold": 0})

@@ -53,13 +53,15 @@ def checkpoint_format(path: str | os.PathLike) -> CheckpointFormat:
         raise CheckpointError(f"{path}: no such checkpoint file")
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "official"
-    if len(head) == 9 and head[8:9] == b"{":
+    # safetensors first: its 8-byte little-endian header length may itself start with 0x80 or "PK".
+    header_length = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if head[8:9] == b"{" and 8 + header_length <= path.stat().st_size:
         metadata = _safetensors_metadata(path)
         if metadata.get(FORMAT_KEY) != FORMAT_NAME:
             raise CheckpointError(f"{path}: a safetensors file without the vrpsam marker {FORMAT_KEY}={FORMAT_NAME}")
         return "vrpsam"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "official"
     raise CheckpointError(f"{path}: neither an official VRP-SAM best_model.pt (torch) nor a vrpsam .safetensors file")
 
 
