@@ -18,7 +18,7 @@ from vrpsam.engine.checkpointing import load_training_state, pair_for
 from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, SELF_SUPPORT_WEIGHTS, setting_name
 from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
-from vrpsam.engine.train import Trainer, frozen_parameters, rank_batches, train
+from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters, rank_batches, train
 from vrpsam.errors import CheckpointError, InputError
 from vrpsam.vrp.build import build_model
 from vrpsam.vrp.checkpoint import load_vrp_checkpoint
@@ -182,6 +182,15 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.with_preset("tiny", dataset="yolo:/data", calibrate_prior=True)
     with pytest.raises(InputError, match="pseudo_classes"):
         TrainConfig(dataset="yolo:/data", pseudo_classes=-1, backbone_checkpoint="resnet50_v2.pth")
+    with pytest.raises(InputError, match="prior_self_support"):
+        TrainConfig.with_preset("lite", dataset="yolo:/data", prior_self_support=1.5)
+    with pytest.raises(InputError, match="prior_self_support: only the lite model"):
+        TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_self_support=0.5)
+
+
+def test_lite_prior_self_support_is_set_for_training(tiny):
+    config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "prior_self_support": 0.5})
+    assert build_training_model(config).prior.self_support.item() == 0.5
 
 
 def test_pseudo_classes_join_the_training_classes_only(tiny):

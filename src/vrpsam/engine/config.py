@@ -88,6 +88,8 @@ class TrainConfig:
     validate_every: int = 1  # epochs; 0 = never (the last checkpoint only)
     # after the last step, weight lite's prototype prior by validation mIoU (vrpsam.engine.calibrate)
     calibrate_prior: bool = False
+    # lite: the prior's self-support weight during training (vrpsam.vrp.proto.self_support_scores)
+    prior_self_support: float = 0.0
     # machinery
     device: str = "auto"
     amp: bool = False  # CUDA only: bf16 autocast (fp16 + loss scaling where bf16 is unsupported)
@@ -137,6 +139,10 @@ class TrainConfig:
             raise InputError("val_episodes: must be positive when validating (or set validate_every=0)")
         if self.calibrate_prior and (self.sam != LITE_SAM or not self.val_episodes):
             raise InputError("calibrate_prior: needs the lite model (its prototype prior) and val_episodes > 0")
+        if not (isinstance(self.prior_self_support, (int, float)) and 0 <= self.prior_self_support <= 1):
+            raise InputError(f"prior_self_support: expected a weight in [0, 1], got {self.prior_self_support!r}")
+        if self.prior_self_support and self.sam != LITE_SAM:
+            raise InputError("prior_self_support: only the lite model has a prototype prior")
         if self.amp and self.device == "cpu":
             raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
 

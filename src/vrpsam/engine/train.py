@@ -145,7 +145,9 @@ def build_training_model(config: TrainConfig) -> VRPSAM:
     """
     if config.sam == LITE_SAM:
         # Everything but the frozen MobileNetV2 is trained from scratch, drawn from config.seed.
-        return build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed)
+        model = build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed)
+        model.prior.self_support.fill_(config.prior_self_support)
+        return model
     torch.manual_seed(config.seed)  # a random backbone (no checkpoint, experiments)
     backbone = build_backbone(config.backbone, config.backbone_checkpoint)
     torch.manual_seed(config.seed)
