@@ -22,7 +22,6 @@ is larger), so they never name a class of the dataset; real classes read as from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .base import SegmentationSource
+from .base import SegmentationSource, SourceView
 
 #: ``features(image (H, W, 3) uint8) -> (C, h, w) float32``, L2-normalised over C at every cell.
 Features = Callable[[np.ndarray], np.ndarray]
@@ -55,12 +54,13 @@ class PseudoClassConfig:
             raise InputError(f"pseudo-class areas: expected 0 <= min_area < max_area <= 1, got {self.min_area}, {self.max_area}")
 
 
-class PseudoClassSource(SegmentationSource):
-    """``base`` (a training view) plus ``config.count`` pseudo-classes; see the module docstring."""
+class PseudoClassSource(SourceView):
+    """``base`` (a training view) plus ``config.count`` pseudo-classes; see the module docstring.
+    Photos and the real classes' masks are read from ``base``, as any view does."""
 
     def __init__(self, base: SegmentationSource, features: Features, config: PseudoClassConfig) -> None:
-        self.base, self.config = base, config
-        self.fold_rule = base.fold_rule
+        super().__init__(base)
+        self.config = config
         self._labelled_classes = {c: set(base.items(c)) for c in base.classes}
         photos = sorted(set().union(*self._labelled_classes.values()))
         maps, free = [], []
@@ -93,15 +93,6 @@ class PseudoClassSource(SegmentationSource):
         if class_id in self._items:
             return list(self._items[class_id])
         return self.base.items(class_id)
-
-    def image_file(self, item: str) -> Path:
-        return self.base.image_file(item)
-
-    def mask_file(self, item: str) -> Path:
-        return self.base.mask_file(item)
-
-    def image(self, item: str) -> np.ndarray:
-        return self.base.image(item)
 
     def mask(self, item: str, class_id: int) -> np.ndarray:
         if class_id not in self._items:

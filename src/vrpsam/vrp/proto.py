@@ -90,21 +90,25 @@ class PrototypePrior(nn.Module):
 
     def rule_scores(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
         """The training-free rule's scores (B, 1, h, w), averaged over ``references`` (each of batch B or 1)."""
+        return self._rule_scores(self._target_features(target), references)
+
+    def scores(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
+        """:meth:`rule_scores` with self-support at this prior's weight (B, 1, h, w)."""
+        features = self._target_features(target)
+        scores, weight = self._rule_scores(features, references), float(self.self_support)
+        return self_support_scores(features, scores, weight) if weight else scores
+
+    def _target_features(self, target: TargetFeatures) -> torch.Tensor:
+        return proto_features(target.mid, target.deep, self.c2)
+
+    def _rule_scores(self, target_features: torch.Tensor, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
         scores = []
         for reference in references:
             if reference.mid is None or reference.deep is None:
                 raise InputError("prototype prior: the reference was encoded without its unmasked maps (use reference_prior='masked_features')")
             features = proto_features(reference.mid, reference.deep, self.c2)
-            scores.append(prototype_scores(self._target_features(target), features, reference.mask))
+            scores.append(prototype_scores(target_features, features, reference.mask))
         return torch.stack(scores).mean(0)
-
-    def scores(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
-        """:meth:`rule_scores` with self-support at this prior's weight (B, 1, h, w)."""
-        scores, weight = self.rule_scores(target, references), float(self.self_support)
-        return self_support_scores(self._target_features(target), scores, weight) if weight else scores
-
-    def _target_features(self, target: TargetFeatures) -> torch.Tensor:
-        return proto_features(target.mid, target.deep, self.c2)
 
     def forward(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
         """Prior logits (B, 1, h, w) on the feature grid."""
