@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vrpsam.data.base import SegmentationSource
-from vrpsam.data.pseudo import FIRST_PSEUDO_ID, PseudoClassConfig, PseudoClassSource, spherical_kmeans
+from vrpsam.data.pseudo import FIRST_PSEUDO_ID, PseudoClassConfig, PseudoClassSource
 from vrpsam.errors import InputError
 
 BLUE, RED, GREEN = (0, 0, 255), (255, 0, 0), (0, 255, 0)
@@ -95,16 +95,6 @@ def test_the_same_seed_gives_the_same_classes():
     for k in one.pseudo_ids:
         assert one.items(k) == two.items(k)
         assert all(np.array_equal(one.mask(p, k), two.mask(p, k)) for p in ("a", "b"))
-
-
-def test_spherical_kmeans_finds_separated_directions():
-    rng = np.random.default_rng(0)
-    centres = np.eye(4, dtype=np.float32)[:3]
-    points = np.concatenate([c + 0.05 * rng.standard_normal((50, 4)).astype(np.float32) for c in centres])
-    points = torch.nn.functional.normalize(torch.from_numpy(points), dim=1)
-    found = spherical_kmeans(points, 3, iterations=10, seed=1)
-    assert torch.allclose(found.norm(dim=1), torch.ones(3), atol=1e-5)
-    assert (found @ torch.from_numpy(centres).T).max(0).values.min() > 0.99  # every true centre is found
 
 
 def test_settings_and_impossible_requests_are_reported():

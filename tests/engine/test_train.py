@@ -20,7 +20,7 @@ from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
 from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters, rank_batches, train
 from vrpsam.errors import CheckpointError, InputError
-from vrpsam.vrp.build import build_model
+from vrpsam.vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, build_model
 from vrpsam.vrp.checkpoint import load_vrp_checkpoint
 
 
@@ -186,11 +186,17 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.with_preset("lite", dataset="yolo:/data", prior_self_support=1.5)
     with pytest.raises(InputError, match="prior_self_support: only the lite model"):
         TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_self_support=0.5)
+    with pytest.raises(InputError, match="prior_background_count: expected a positive integer"):
+        TrainConfig.with_preset("lite", dataset="yolo:/data", prior_background_count=0)
+    with pytest.raises(InputError, match="prior_background_count: only the lite model"):
+        TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_background_count=4)
 
 
-def test_lite_prior_self_support_is_set_for_training(tiny):
-    config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "prior_self_support": 0.5})
-    assert build_training_model(config).prior.self_support.item() == 0.5
+def test_lite_prior_settings_are_set_for_training(tiny):
+    config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "prior_self_support": 0.5,
+                                                "prior_background_count": 4})
+    prior = build_training_model(config).prior
+    assert prior.self_support.item() == 0.5 and prior.background_count == 4
 
 
 def test_pseudo_classes_join_the_training_classes_only(tiny):
@@ -226,6 +232,7 @@ def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
     assert float(weights["prior.bias"]) == pytest.approx(chosen["bias"])
     assert float(weights["prior.self_support"]) == chosen["self_support"]
     assert metadata["prior_calibration"] == chosen
+    assert metadata[BUILD_KEY][LITE_BACKGROUND_KEY] == 1  # what build_lite reads back
     assert metadata["metrics"]["prior_scale"] == pytest.approx(chosen["scale"])
     rows = read_log(tmp_path / "run" / "log.csv")
     assert [r["kind"] for r in rows][2:] == [f"prior_{name}" for name in settings]

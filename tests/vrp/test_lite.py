@@ -10,9 +10,9 @@ from torch import nn
 from vrpsam.errors import CheckpointError, InputError
 from vrpsam.sam.lite_encoder import FeatureMemo, LiteImageEncoder, MemoisedBackbone
 from vrpsam.vrp.backbones import build_mobilenet_v2_backbone
-from vrpsam.vrp.build import BUILD_KEY, LITE_NAME, build_lite
+from vrpsam.vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, LITE_NAME, build_lite
 from vrpsam.vrp.checkpoint import save_vrp_checkpoint
-from vrpsam.vrp.proto import SELF_SUPPORT_FOREGROUND, prototype_scores, self_support_scores
+from vrpsam.vrp.proto import SELF_SUPPORT_FOREGROUND, PrototypePrior, background_prototypes, prototype_scores, self_support_scores
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,31 @@ def test_prototype_scores_separate_foreground_from_background():
     # and 0 for a cell equally like both.
     expected = 1 - 0.04 / 1.04
     assert torch.allclose(scores, torch.tensor([expected, -expected, 0.0]), atol=1e-6)
+
+
+def test_several_background_prototypes_score_against_the_closest_one():
+    fg, sky, road = torch.eye(3)
+    # reference: one object cell, a background of sky and road cells
+    reference = torch.stack([fg, sky, sky, road, road, road]).T.reshape(1, 3, 1, 6)
+    weights = torch.tensor([1.0, 0, 0, 0, 0, 0]).reshape(1, 1, 1, 6)
+    target = torch.stack([fg, sky, road]).T.reshape(1, 3, 1, 3)
+    found = background_prototypes(reference, 1 - weights, 2)[0]
+    assert torch.allclose((found @ torch.stack([sky, road]).T).max(0).values, torch.ones(2), atol=1e-6)
+    two = prototype_scores(target, reference, weights, background_count=2)[0, 0, 0]
+    assert torch.allclose(two, torch.tensor([1.0, -1.0, -1.0]), atol=1e-6)  # each background kind fully matched
+    one = prototype_scores(target, reference, weights)[0, 0, 0]  # the mean background is like neither kind
+    assert (one[1:] > -0.9).all() and torch.equal(prototype_scores(target, reference, weights, background_count=1)[0, 0, 0], one)
+    # a reference batch of 1 serves any number of targets
+    assert prototype_scores(target.expand(3, -1, -1, -1), reference, weights, background_count=2).shape == (3, 1, 1, 3)
+
+
+def test_background_prototypes_repeat_with_few_cells_and_are_zero_without_any():
+    reference = torch.eye(3)[:, :2].reshape(1, 3, 1, 2)  # two cells
+    found = background_prototypes(reference, torch.ones(1, 1, 1, 2), 4)[0]
+    assert {tuple(v.tolist()) for v in found} == {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)}
+    assert torch.equal(background_prototypes(reference, torch.zeros(1, 1, 1, 2), 4), torch.zeros(1, 4, 3))
+    with pytest.raises(InputError, match="background_count"):
+        PrototypePrior(32, background_count=0)
 
 
 def test_self_support_rescores_against_the_targets_own_prototypes():
@@ -127,6 +152,10 @@ def test_lite_checkpoint_round_trip(lite, tmp_path):
     save_vrp_checkpoint(TrainedParts(lite), path, {BUILD_KEY: {"sam": LITE_NAME}})
     loaded = build_lite(path, backbone_checkpoint=None)
     assert loaded.prior.bias.item() == 0.25 and loaded.prior.self_support.item() == 0.5
+    assert loaded.prior.background_count == 1  # a checkpoint from before the setting: one background prototype
+    four = tmp_path / "four.safetensors"
+    save_vrp_checkpoint(TrainedParts(lite), four, {BUILD_KEY: {"sam": LITE_NAME, LITE_BACKGROUND_KEY: 4}})
+    assert build_lite(four, backbone_checkpoint=None, background_count=1).prior.background_count == 4
     for (k, a), (_, b) in zip(lite.trainable_modules().state_dict().items(), loaded.trainable_modules().state_dict().items()):
         assert torch.equal(a, b), k
     other = tmp_path / "other.safetensors"

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cluster import spherical_kmeans
 from ..errors import InputError
 from .base import SegmentationSource, SourceView
 
@@ -70,7 +71,10 @@ class PseudoClassSource(SourceView):
             covered = F.adaptive_avg_pool2d(labelled, cells.shape[-2:])[0, 0] >= 0.5
             maps.append(cells)
             free.append(cells.flatten(1).T[~covered.flatten()])
-        centroids = spherical_kmeans(torch.cat(free), config.count, config.iterations, config.seed)
+        free_cells = torch.cat(free)
+        if len(free_cells) < config.count:
+            raise InputError(f"pseudo_classes: {config.count} clusters need at least {config.count} unlabelled cells, found {len(free_cells)}")
+        centroids = spherical_kmeans(free_cells, config.count, config.iterations, config.seed)
         first = max(FIRST_PSEUDO_ID, max(base.classes, default=0) + 1)
         self.pseudo_ids = tuple(range(first, first + config.count))
         # similarities (K, h, w) per photo: all that mask() needs besides the photo's labels
@@ -120,20 +124,3 @@ class PseudoClassSource(SourceView):
         """(K,) fraction of the photo each pseudo-class covers."""
         winners = self._winners(photo)
         return np.bincount(winners[winners >= 0].ravel(), minlength=self.config.count) / winners.size
-
-
-def spherical_kmeans(points: torch.Tensor, count: int, iterations: int, seed: int) -> torch.Tensor:
-    """(N, C) unit vectors -> (count, C) unit centroids maximising the summed cosine similarity.
-
-    Starts from ``count`` distinct points drawn with ``seed``; a cluster left empty keeps its centroid.
-    """
-    if len(points) < count:
-        raise InputError(f"pseudo_classes: {count} clusters need at least {count} unlabelled cells, found {len(points)}")
-    start = np.random.default_rng(seed).choice(len(points), size=count, replace=False)
-    centroids = points[torch.from_numpy(start)]
-    for _ in range(iterations):
-        assignment = (points @ centroids.T).argmax(1)
-        sums = torch.zeros_like(centroids).index_add_(0, assignment, points)
-        filled = sums.norm(dim=1) > 0
-        centroids = torch.where(filled[:, None], F.normalize(sums, dim=1), centroids)
-    return centroids

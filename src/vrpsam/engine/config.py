@@ -90,6 +90,9 @@ class TrainConfig:
     calibrate_prior: bool = False
     # lite: the prior's self-support weight during training (vrpsam.vrp.proto.self_support_scores)
     prior_self_support: float = 0.0
+    # lite: background prototypes of the prior (vrpsam.vrp.proto.background_prototypes); an architecture
+    # setting, recorded in the checkpoint's build settings
+    prior_background_count: int = 1
     # machinery
     device: str = "auto"
     amp: bool = False  # CUDA only: bf16 autocast (fp16 + loss scaling where bf16 is unsupported)
@@ -143,6 +146,10 @@ class TrainConfig:
             raise InputError(f"prior_self_support: expected a weight in [0, 1], got {self.prior_self_support!r}")
         if self.prior_self_support and self.sam != LITE_SAM:
             raise InputError("prior_self_support: only the lite model has a prototype prior")
+        if not (isinstance(self.prior_background_count, int) and self.prior_background_count >= 1):
+            raise InputError(f"prior_background_count: expected a positive integer, got {self.prior_background_count!r}")
+        if self.prior_background_count != 1 and self.sam != LITE_SAM:
+            raise InputError("prior_background_count: only the lite model has a prototype prior")
         if self.amp and self.device == "cpu":
             raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
 

@@ -55,7 +55,7 @@ from ..errors import CheckpointError, InputError
 from ..sam.build import OFFICIAL_WEIGHTS, sam_model_registry
 from ..sam.sam import Sam
 from ..vrp.backbones import build_backbone
-from ..vrp.build import BUILD_KEY, TINY_SAM_SIZE, build_lite, build_tiny_sam
+from ..vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, TINY_SAM_SIZE, build_lite, build_tiny_sam
 from ..vrp.checkpoint import load_vrp_checkpoint
 from ..vrp.encoder import VRPEncoder
 from ..vrp.model import VRPSAM
@@ -145,7 +145,8 @@ def build_training_model(config: TrainConfig) -> VRPSAM:
     """
     if config.sam == LITE_SAM:
         # Everything but the frozen MobileNetV2 is trained from scratch, drawn from config.seed.
-        model = build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed)
+        model = build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed,
+                           background_count=config.prior_background_count)
         model.prior.self_support.fill_(config.prior_self_support)
         return model
     torch.manual_seed(config.seed)  # a random backbone (no checkpoint, experiments)
@@ -484,6 +485,7 @@ class Trainer:
                 "image_size": config.image_size,
                 "input_size": config.input_size,
                 "preprocessing": config.preprocessing,
+                **({LITE_BACKGROUND_KEY: config.prior_background_count} if config.sam == LITE_SAM else {}),
             },
             "epoch": self.iteration // self.iters_per_epoch,
             "iteration": self.iteration,

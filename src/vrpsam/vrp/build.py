@@ -117,6 +117,7 @@ LITE_NUM_QUERIES = 50
 # shipped inside the package (package data), so a wheel install has it too
 LITE_WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "lite" / "lite.safetensors"
 LITE_OUTPUT_STRIDE = 16  # MobileNetV2's semantic maps at 32×32 for 512² (layer2 stays at 64×64)
+LITE_BACKGROUND_KEY = "prior_background_count"  # build setting of lite checkpoints (PrototypePrior)
 LITE_MEMO_BYTES = 3 << 30  # frozen MobileNetV2 maps remembered per process (fp16, ~1.1 MB per image)
 
 
@@ -126,6 +127,7 @@ def build_lite(
     backbone_checkpoint: PathLike | None = "imagenet",
     memo_bytes: int = LITE_MEMO_BYTES,
     seed: int = 0,
+    background_count: int = 1,
 ) -> VRPSAM:
     """The ``lite`` VRP-SAM: frozen ImageNet MobileNetV2 at output stride 16 (resolved through the
     weights registry, ``VRPSAM_WEIGHTS``) shared by a SAM-shaped image encoder (trainable neck, 256×64×64 at 512²),
@@ -134,12 +136,17 @@ def build_lite(
 
     ``weights``: a lite checkpoint (default: the packaged ``vrpsam/checkpoints/lite/lite.safetensors``), or None
     for the seeded random initialisation training starts from. ``backbone_checkpoint``: None builds a
-    random MobileNetV2 (tests only).
+    random MobileNetV2 (tests only). ``background_count``: the prior's background prototypes
+    (:class:`~vrpsam.vrp.proto.PrototypePrior`) for random weights; a checkpoint's come from its build
+    settings (``prior_background_count``, 1 when absent: checkpoints from before the setting).
     """
     from ..sam.lite_encoder import MemoisedBackbone, build_lite_sam
     from .backbones import build_mobilenet_v2_backbone
     from .proto import PrototypePrior
 
+    state, settings = (None, {}) if weights is None else _lite_checkpoint(Path(weights))
+    if weights is not None:
+        background_count = int(settings[BUILD_KEY].get(LITE_BACKGROUND_KEY, 1))
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -150,19 +157,23 @@ def build_lite(
         encoder = VRPEncoder(
             backbone, num_queries=LITE_NUM_QUERIES, annotation_downsample="max", reference_prior="masked_features"
         )
-        prior = PrototypePrior(backbone.channels[0])
+        prior = PrototypePrior(backbone.channels[0], background_count=background_count)
     finally:
         torch.random.set_rng_state(generator_state)
     model = VRPSAM(sam, encoder, preprocessing="official", input_size=LITE_INPUT_SIZE, trainable_sam=LITE_SAM_PARTS, prior=prior)
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: lite weights missing (they ship in the package under vrpsam/checkpoints/lite/)")
-        state, settings = load_vrp_checkpoint(path)
-        if (settings.get(BUILD_KEY) or {}).get("sam") != LITE_NAME:
-            raise CheckpointError(f"{path}: not a lite checkpoint (its build settings are {settings.get(BUILD_KEY)!r})")
-        load_into(model.trainable_modules(), state, source=str(path))
+    if state is not None:
+        load_into(model.trainable_modules(), state, source=os.fspath(weights))
     return model.eval()
+
+
+def _lite_checkpoint(path: Path) -> tuple[dict, dict]:
+    """(state, settings) of a lite checkpoint, or a one-line error naming the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: lite weights missing (they ship in the package under vrpsam/checkpoints/lite/)")
+    state, settings = load_vrp_checkpoint(path)
+    if (settings.get(BUILD_KEY) or {}).get("sam") != LITE_NAME:
+        raise CheckpointError(f"{path}: not a lite checkpoint (its build settings are {settings.get(BUILD_KEY)!r})")
+    return state, settings
 
 
 # model name -> builder; a name not here is read as a checkpoint path

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cluster import spherical_kmeans
 from ..errors import InputError
 from .encoder import ReferenceEncoding, TargetFeatures
 
@@ -41,6 +42,7 @@ EPS = 1e-6
 INITIAL_SCALE = 20.0
 # A target cell scoring above this (cos difference) is trusted as foreground for its own prototype.
 SELF_SUPPORT_FOREGROUND = 0.1
+BACKGROUND_KMEANS_ITERATIONS = 10
 
 
 def proto_features(mid: torch.Tensor, deep: torch.Tensor, c2: int) -> torch.Tensor:
@@ -49,16 +51,39 @@ def proto_features(mid: torch.Tensor, deep: torch.Tensor, c2: int) -> torch.Tens
 
 
 def prototype_scores(target: torch.Tensor, reference: torch.Tensor, weights: torch.Tensor,
-                     background_weights: torch.Tensor | None = None) -> torch.Tensor:
+                     background_weights: torch.Tensor | None = None, background_count: int = 1) -> torch.Tensor:
     """Target (B, C, h, w), reference (B or 1, C, h', w') features, annotation weights (B or 1, 1, h', w')
     in [0, 1] -> scores (B, 1, h, w): cos(foreground prototype) - cos(background prototype). The
-    background is where ``background_weights`` are (default: ``1 - weights``)."""
+    background is where ``background_weights`` are (default: ``1 - weights``). With ``background_count``
+    K > 1 it is K prototypes (:func:`background_prototypes`) and the score subtracts the closest one's cosine."""
     if background_weights is None:
         background_weights = 1 - weights
-    foreground = (reference * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + EPS)
-    background = (reference * background_weights).sum(dim=(2, 3)) / (background_weights.sum(dim=(2, 3)) + EPS)
-    difference = F.normalize(foreground, dim=1) - F.normalize(background, dim=1)  # (B, C)
-    return torch.einsum("bchw,bc->bhw", F.normalize(target, dim=1), difference.expand(target.shape[0], -1)).unsqueeze(1)
+    foreground = F.normalize((reference * weights).sum(dim=(2, 3)) / (weights.sum(dim=(2, 3)) + EPS), dim=1)
+    target = F.normalize(target, dim=1)
+    if background_count == 1:
+        background = (reference * background_weights).sum(dim=(2, 3)) / (background_weights.sum(dim=(2, 3)) + EPS)
+        difference = foreground - F.normalize(background, dim=1)  # (B, C)
+        return torch.einsum("bchw,bc->bhw", target, difference.expand(target.shape[0], -1)).unsqueeze(1)
+    backgrounds = background_prototypes(reference, background_weights, background_count)  # (B or 1, K, C)
+    closest = torch.einsum("bchw,bkc->bkhw", target, backgrounds.expand(target.shape[0], -1, -1)).amax(dim=1)
+    return (torch.einsum("bchw,bc->bhw", target, foreground.expand(target.shape[0], -1)) - closest).unsqueeze(1)
+
+
+def background_prototypes(reference: torch.Tensor, background_weights: torch.Tensor, count: int) -> torch.Tensor:
+    """Reference features (B, C, h, w) and background weights (B, 1, h, w) -> (B, count, C) unit prototypes:
+    the spherical k-means centroids (:data:`BACKGROUND_KMEANS_ITERATIONS`, seed 0) of the cells weighted
+    above 0.5. One background mean blurs a varied scene (sky, road, crowd) into a direction close to
+    none of it; the closest of several matches the target's background better. Fewer cells than
+    ``count`` repeat centroids; none gives zero vectors (cosine 0, as an empty mean does)."""
+    cells = F.normalize(reference, dim=1).flatten(2).transpose(1, 2)  # (B, hw, C)
+    chosen = background_weights.flatten(1) > 0.5
+    prototypes = reference.new_zeros(reference.shape[0], count, reference.shape[1])
+    for b in range(reference.shape[0]):
+        points = cells[b][chosen[b]]
+        if len(points):
+            centroids = spherical_kmeans(points, min(count, len(points)), BACKGROUND_KMEANS_ITERATIONS, seed=0)
+            prototypes[b] = centroids[torch.arange(count) % len(centroids)]
+    return prototypes
 
 
 def self_support_scores(target: torch.Tensor, scores: torch.Tensor, weight: float) -> torch.Tensor:
@@ -79,11 +104,17 @@ class PrototypePrior(nn.Module):
     ``c2``: channels of the backbone's layer2 map (the first ``c2`` channels of ``mid``).
     ``self_support`` (a buffer, saved with the weights, not trained): the weight of the target's own
     prototypes in the score (:func:`self_support_scores`); 0, the initial value, is the plain rule.
+    ``background_count``: background prototypes per reference in :meth:`scores` (1: the plain rule's
+    one; K > 1: :func:`background_prototypes`). An architecture setting, recorded in a checkpoint's build
+    settings rather than its weights; :meth:`rule_scores` is always the plain rule.
     """
 
-    def __init__(self, c2: int) -> None:
+    def __init__(self, c2: int, background_count: int = 1) -> None:
         super().__init__()
+        if not (isinstance(background_count, int) and background_count >= 1):
+            raise InputError(f"background_count: expected a positive integer, got {background_count!r}")
         self.c2 = c2
+        self.background_count = background_count
         self.scale = nn.Parameter(torch.tensor(INITIAL_SCALE))
         self.bias = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("self_support", torch.tensor(0.0))
@@ -93,21 +124,22 @@ class PrototypePrior(nn.Module):
         return self._rule_scores(self._target_features(target), references)
 
     def scores(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
-        """:meth:`rule_scores` with self-support at this prior's weight (B, 1, h, w)."""
+        """The rule with this prior's background prototypes and self-support weight (B, 1, h, w)."""
         features = self._target_features(target)
-        scores, weight = self._rule_scores(features, references), float(self.self_support)
+        scores, weight = self._rule_scores(features, references, self.background_count), float(self.self_support)
         return self_support_scores(features, scores, weight) if weight else scores
 
     def _target_features(self, target: TargetFeatures) -> torch.Tensor:
         return proto_features(target.mid, target.deep, self.c2)
 
-    def _rule_scores(self, target_features: torch.Tensor, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
+    def _rule_scores(self, target_features: torch.Tensor, references: Sequence[ReferenceEncoding],
+                     background_count: int = 1) -> torch.Tensor:
         scores = []
         for reference in references:
             if reference.mid is None or reference.deep is None:
                 raise InputError("prototype prior: the reference was encoded without its unmasked maps (use reference_prior='masked_features')")
             features = proto_features(reference.mid, reference.deep, self.c2)
-            scores.append(prototype_scores(target_features, features, reference.mask))
+            scores.append(prototype_scores(target_features, features, reference.mask, background_count=background_count))
         return torch.stack(scores).mean(0)
 
     def forward(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
