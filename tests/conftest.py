@@ -30,7 +30,10 @@ def shared():
 
 @pytest.fixture(autouse=True)
 def _offline_and_private_cache(monkeypatch, tmp_path_factory):
-    """No test reaches the network by accident or writes to the user's real weights cache."""
+    """No test reaches the network by accident, writes to the user's real weights cache, or depends on the
+    user's ``VRPSAM_WEIGHTS`` (with it set, the default model loads where a test expects it missing and
+    ``vrpsam app`` serves forever); tests that need the weights folder set it themselves."""
+    monkeypatch.delenv("VRPSAM_WEIGHTS", raising=False)
     monkeypatch.setenv("VRPSAM_OFFLINE", "1")
     monkeypatch.setenv("VRPSAM_CACHE", str(tmp_path_factory.getbasetemp() / "vrpsam-cache"))
 
