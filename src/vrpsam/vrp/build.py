@@ -144,8 +144,9 @@ def build_lite(
     from .backbones import build_mobilenet_v2_backbone
     from .proto import PrototypePrior
 
-    state, settings = (None, {}) if weights is None else _lite_checkpoint(Path(weights))
+    state = None
     if weights is not None:
+        state, settings = _lite_checkpoint(Path(weights))
         background_count = int(settings[BUILD_KEY].get(LITE_BACKGROUND_KEY, 1))
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
