@@ -1,11 +1,14 @@
-"""Training augmentation: fixed views per photo, crop bounds, copy-paste labels, same-image episodes."""
+"""Training augmentation: fixed views per photo, crop bounds, zoom crops, copy-paste labels, same-image episodes."""
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pytest
 
-from vrpsam.data.augment import AugmentConfig, Augmenter, SameImageEpisodes, colour_jitter, paste_instance, random_crop
+from vrpsam.data.augment import AugmentConfig, Augmenter, SameImageEpisodes, colour_jitter, paste_instance, random_crop, \
+    zoom_crop
 from vrpsam.data.episodes import Episode
 from vrpsam.errors import InputError
 
@@ -52,6 +55,42 @@ def test_random_crop_stays_inside_and_keeps_the_area_bound():
         assert out.size >= 0.5 * image.size * 0.75  # area bound, rounding and clipping aside
 
 
+def test_zoom_crop_keeps_the_whole_object_and_makes_it_fill_15_to_80_percent():
+    image, mask = _photo(3, (480, 640)), np.zeros((480, 640), np.uint8)
+    mask[100:140, 300:330] = 1  # a 40x30 object: 0.4% of the photo
+    fills = []
+    for seed in range(40):
+        out, out_mask = zoom_crop(image, mask, np.random.default_rng(seed))
+        assert out.shape[:2] == out_mask.shape
+        assert out_mask.sum() == mask.sum()  # never cut
+        fills.append(mask.sum() / out_mask.size)
+        assert 0.15 * 0.9 <= fills[-1] <= 0.8 * 1.1  # rounding of the window's sides aside
+    assert max(fills) - min(fills) > 0.3  # the zoom varies
+    whole = np.ones((480, 640), np.uint8)  # as large as it gets: the photo is kept
+    assert zoom_crop(image, whole, np.random.default_rng(0))[0].shape == image.shape
+    empty = np.zeros((480, 640), np.uint8)
+    assert zoom_crop(image, empty, np.random.default_rng(0))[0].shape == image.shape
+
+
+def test_zoomed_views_follow_the_class_and_zoom_zero_keeps_the_random_stream():
+    image = _photo(4, (120, 160))
+    mask_a, mask_b = np.zeros((120, 160), np.uint8), np.zeros((120, 160), np.uint8)
+    mask_a[10:20, 10:20], mask_b[90:110, 120:150] = 1, 1
+    zoomed = Augmenter(AugmentConfig(zoom=1.0, views=2, seed=1))
+    out_a, crop_a = zoomed(image, mask_a, np.random.default_rng(0))
+    out_b, crop_b = zoomed(image, mask_b, np.random.default_rng(0))
+    assert crop_a.sum() == 100 and crop_b.sum() == 600 and out_a.shape != out_b.shape
+    off = Augmenter(AugmentConfig(zoom=0.0, views=2, seed=1))
+    for draw in range(5):  # zoom 0 draws nothing more: runs recorded before zoom existed see the same views
+        rng = np.random.default_rng(draw)
+        view_rng = np.random.default_rng([1, zlib.crc32(image.data), int(rng.integers(2))])
+        expected, _ = random_crop(image, mask_a, 0.6, view_rng)
+        if view_rng.random() < 0.5:
+            expected = expected[:, ::-1]
+        expected = colour_jitter(expected, 0.3, view_rng)
+        assert np.array_equal(off(image, mask_a, np.random.default_rng(draw))[0], expected)
+
+
 def test_colour_jitter_keeps_uint8_and_identity_at_zero():
     image = _photo(2)
     assert np.array_equal(colour_jitter(image, 0.0, np.random.default_rng(0)), image)
@@ -77,6 +116,8 @@ def test_copy_paste_needs_a_source_and_settings_are_checked():
         AugmentConfig(min_area=0.0)
     with pytest.raises(InputError, match="views"):
         AugmentConfig(views=-1)
+    with pytest.raises(InputError, match="zoom"):
+        AugmentConfig(zoom=1.5)
 
 
 def test_same_image_episodes_replace_the_query_by_the_support_photo():

@@ -190,6 +190,10 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.with_preset("lite", dataset="yolo:/data", prior_background_count=0)
     with pytest.raises(InputError, match="prior_background_count: only the lite model"):
         TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_background_count=4)
+    with pytest.raises(InputError, match="zoom: expected a fraction"):
+        TrainConfig.with_preset("lite", dataset="yolo:/data", augment=True, zoom=2.0)
+    with pytest.raises(InputError, match="add --augment"):
+        TrainConfig.with_preset("lite", dataset="yolo:/data", zoom=0.5)
 
 
 def test_lite_prior_settings_are_set_for_training(tiny):

@@ -28,7 +28,7 @@ _FIELDS = {
     "num_queries": "num_queries", "annotation_downsample": "annotation_downsample",
     "preprocessing": "preprocessing", "val_episodes": "val_episodes", "validate_every": "validate_every",
     "device": "device", "workers": "workers", "out": "out_dir", "embedding_cache": "embedding_cache",
-    "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste",
+    "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste", "zoom": "zoom",
     "same_image": "same_image", "pseudo_classes": "pseudo_classes", "prior_self_support": "prior_self_support",
     "prior_background_count": "prior_background_count",
 }  # fmt: skip
@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     augment.add_argument("--augment", action="store_true", help="flips, scale/crop jitter, colour jitter")
     augment.add_argument("--augment-views", type=int, metavar="N", help="N fixed augmented views per photo, so frozen features are reused (default 0: fresh each time)")
     augment.add_argument("--copy-paste", type=float, metavar="P", help="probability of pasting an instance from another training image (needs --augment)")
+    augment.add_argument("--zoom", type=float, metavar="P", help="probability of cropping around the episode's object, so it fills 15-80%% of the view (needs --augment)")
     augment.add_argument("--same-image", type=float, metavar="F", help="fraction of episodes made of two augmentations of one photo")
     augment.add_argument("--pseudo-classes", type=int, metavar="K", help="add K classes clustered from the frozen features of unlabelled pixels (default 0)")
     optim = parser.add_argument_group("optimisation (defaults: the official recipe)")

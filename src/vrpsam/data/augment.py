@@ -8,14 +8,19 @@ applied to the original-size image and its class mask before the dataset resizes
    The hook does not know the episode's class, so the pasted pixels are labelled background. That is
    right unless the pasted instance happens to be of the episode's class (about one draw in the number
    of training classes), where it is label noise;
-2. crop: a random window of ``min_area``..100% of the image area, aspect ratio within 3:4..4:3;
+2. crop: with probability ``zoom`` a window around the mask's foreground (:func:`zoom_crop`, the
+   foreground's box then fills 15-80% of it), else a random window of ``min_area``..100% of the image
+   area, aspect ratio within 3:4..4:3. Zoom gives training large objects: coco128's are small (median
+   1.6% of a photo), and lite trained without zoom predicts about 14% of the image for objects that cover
+   half of it;
 3. horizontal flip (probability ``flip``);
 4. colour: brightness, contrast and saturation each scaled by a factor in ``1 ± colour``.
 
 ``views``: with 0 every draw is a fresh augmentation. With N > 0 each photo has N fixed views: the
 dataset's generator only picks which view, and the view's own generator is seeded by (``seed``, the
 photo's pixels, view). The same view of a photo is then pixel-identical every time it recurs (for every
-class of the photo), so frozen features of it can be computed once for a whole run (see
+class of the photo, except a zoomed view, which follows its class's mask), so frozen features of it can
+be computed once for a whole run (see
 :class:`vrpsam.sam.lite_encoder.MemoisedBackbone`): many steps over a bounded set of augmented images.
 
 :class:`SameImageEpisodes` turns a fraction of training episodes into two augmentations of one photo
@@ -46,11 +51,12 @@ class AugmentConfig:
     min_area: float = 0.6
     colour: float = 0.3
     copy_paste: float = 0.0
+    zoom: float = 0.0
     views: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("flip", "colour", "copy_paste"):
+        for name in ("flip", "colour", "copy_paste", "zoom"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise InputError(f"augment {name}: expected a number in [0, 1], got {value!r}")
@@ -80,7 +86,10 @@ class Augmenter:
             rng = np.random.default_rng([config.seed, zlib.crc32(np.ascontiguousarray(image).data), view])
         if self.pool and rng.random() < config.copy_paste:
             image, mask = self._paste(image, mask, rng)
-        image, mask = random_crop(image, mask, config.min_area, rng)
+        if config.zoom and rng.random() < config.zoom:  # no draw at 0: runs without zoom keep their stream
+            image, mask = zoom_crop(image, mask, rng)
+        else:
+            image, mask = random_crop(image, mask, config.min_area, rng)
         if rng.random() < config.flip:
             image, mask = image[:, ::-1], mask[:, ::-1]
         image = colour_jitter(image, config.colour, rng)
@@ -100,6 +109,22 @@ def random_crop(image: np.ndarray, mask: np.ndarray, min_area: float, rng: np.ra
     ch = min(h, max(1, int(round(h * np.sqrt(area / ratio)))))
     cw = min(w, max(1, int(round(w * np.sqrt(area * ratio)))))
     top, left = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+    return image[top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
+
+
+def zoom_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A window holding the whole box of the foreground (``mask == 1``), which fills 15-80% of its area;
+    the window's aspect ratio is the image's, as far as the box and the image allow, and its place is
+    random. Without foreground, or when the box is already that large, the image is returned whole."""
+    rows, cols = np.flatnonzero((mask == 1).any(axis=1)), np.flatnonzero((mask == 1).any(axis=0))
+    h, w = mask.shape
+    if not len(rows):
+        return image, mask
+    box_h, box_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    scale = np.sqrt(box_h * box_w / rng.uniform(0.15, 0.8) / (h * w))  # window side / image side
+    ch, cw = min(h, max(box_h, int(round(h * scale)))), min(w, max(box_w, int(round(w * scale))))
+    top = int(rng.integers(max(0, rows[-1] + 1 - ch), min(rows[0], h - ch) + 1))
+    left = int(rng.integers(max(0, cols[-1] + 1 - cw), min(cols[0], w - cw) + 1))
     return image[top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     augment: bool = False  # flips, scale/crop jitter, colour jitter
     augment_views: int = 0  # 0: fresh per draw; N: N fixed views per photo (frozen features reusable)
     copy_paste: float = 0.0  # probability of pasting an instance from another training image
+    zoom: float = 0.0  # probability of a crop around the episode's object instead of a random one
     same_image: float = 0.0  # fraction of episodes whose query is another augmentation of the support photo
     # classes found by clustering frozen features over unlabelled pixels (vrpsam.data.pseudo), added to the training classes
     pseudo_classes: int = 0
@@ -119,12 +120,12 @@ class TrainConfig:
         for name in ("iters_per_epoch", "max_iters", "overfit_episodes"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
-        for name in ("copy_paste", "same_image"):
+        for name in ("copy_paste", "zoom", "same_image"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):
                 raise InputError(f"{name}: expected a fraction in [0, 1], got {value!r}")
-        if (self.augment_views or self.copy_paste) and not self.augment:
-            raise InputError("augment_views/copy_paste: they are part of augmentation; add --augment")
+        if (self.augment_views or self.copy_paste or self.zoom) and not self.augment:
+            raise InputError("augment_views/copy_paste/zoom: they are part of augmentation; add --augment")
         if self.sam not in (LITE_SAM, TINY_SAM) and self.backbone_checkpoint is None:
             raise InputError(f"backbone_checkpoint: {self.backbone} needs its weights file (e.g. {self.backbone}.pth); "
                              "a VRP encoder on a random backbone learns nothing useful")

@@ -253,7 +253,8 @@ class MixedAnnotations(Dataset):
 def epoch_dataset(config: TrainConfig, source: Any, episodes: Sequence[Episode]) -> Dataset:
     augment = None
     if config.augment:
-        settings = AugmentConfig(copy_paste=config.copy_paste, views=config.augment_views, seed=config.seed)
+        settings = AugmentConfig(copy_paste=config.copy_paste, zoom=config.zoom, views=config.augment_views,
+                                 seed=config.seed)
         augment = Augmenter(settings, source)
     if config.same_image:
         episodes = SameImageEpisodes(episodes, config.same_image, config.seed)
