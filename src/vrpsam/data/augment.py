@@ -41,6 +41,7 @@ from PIL import Image
 from ..errors import InputError
 from .base import SegmentationSource
 from .episodes import Episode
+from .simulate import foreground_box
 
 
 @dataclass(frozen=True)
@@ -116,15 +117,15 @@ def zoom_crop(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> 
     """A window holding the whole box of the foreground (``mask == 1``), which fills 15-80% of its area;
     the window's aspect ratio is the image's, as far as the box and the image allow, and its place is
     random. Without foreground, or when the box is already that large, the image is returned whole."""
-    rows, cols = np.flatnonzero((mask == 1).any(axis=1)), np.flatnonzero((mask == 1).any(axis=0))
-    h, w = mask.shape
-    if not len(rows):
+    box = foreground_box(mask == 1)
+    if box is None:
         return image, mask
-    box_h, box_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    (rows, cols), (h, w) = box, mask.shape
+    box_h, box_w = rows.stop - rows.start, cols.stop - cols.start
     scale = np.sqrt(box_h * box_w / rng.uniform(0.15, 0.8) / (h * w))  # window side / image side
     ch, cw = min(h, max(box_h, int(round(h * scale)))), min(w, max(box_w, int(round(w * scale))))
-    top = int(rng.integers(max(0, rows[-1] + 1 - ch), min(rows[0], h - ch) + 1))
-    left = int(rng.integers(max(0, cols[-1] + 1 - cw), min(cols[0], w - cw) + 1))
+    top = int(rng.integers(max(0, rows.stop - ch), min(rows.start, h - ch) + 1))
+    left = int(rng.integers(max(0, cols.stop - cw), min(cols.start, w - cw) + 1))
     return image[top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
 
 
@@ -144,11 +145,10 @@ def paste_instance(image: np.ndarray, mask: np.ndarray, donor: np.ndarray, donor
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Paste ``donor``'s foreground (cut to its box, scaled to 15-50% of ``image``'s shorter side) at a
     random place; the pasted pixels become background (0) in ``mask``."""
-    rows, cols = np.flatnonzero(donor_fg.any(axis=1)), np.flatnonzero(donor_fg.any(axis=0))
-    if not len(rows):
+    box = foreground_box(donor_fg)
+    if box is None:
         return image, mask
-    cut = donor[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    cut_fg = donor_fg[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    cut, cut_fg = donor[box], donor_fg[box]
     h, w = mask.shape
     scale = rng.uniform(0.15, 0.5) * min(h, w) / max(cut_fg.shape)
     ph, pw = max(1, min(h, int(cut_fg.shape[0] * scale))), max(1, min(w, int(cut_fg.shape[1] * scale)))

@@ -101,13 +101,21 @@ def simulate_points(mask: Any, rng: Rng, *, training: bool, max_points: int = MA
     return out
 
 
+def foreground_box(fg: np.ndarray) -> tuple[slice, slice] | None:
+    """The tight box of a boolean (H, W) foreground as (row slice, column slice); None if it is empty."""
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    if not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def simulate_box(mask: Any) -> np.ndarray:
     """The filled tight box around all foreground pixels (exclusive max, as official); zeros if empty."""
     fg = _foreground(mask)
     out = np.zeros(fg.shape, dtype=np.float32)
-    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
-    if len(rows):
-        out[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = 1
+    box = foreground_box(fg)
+    if box is not None:
+        out[box] = 1
     return out
 
 
