@@ -341,3 +341,22 @@ def test_index_cache_is_reused_and_invalidated(pascal_root, tmp_path, monkeypatc
     write_mask(pascal_root / "VOC2012" / "SegmentationClassAug" / "t3.png", rect((0, 32), (0, 48), 1))
     changed = open_source(f"pascal:{pascal_root}", split="train", min_pixels=1, index_cache=cache)
     assert changed.items(1) == ["t1", "t2", "t3"] and changed.items(6) == ["t1"]
+
+
+def test_view_marks_its_ignored_classes_as_ignore(yolo_root):
+    # e: a person over the whole photo and a dog in its top-left corner, overlapping it.
+    write_image(yolo_root / "images" / "train" / "e.jpg", 90)
+    (yolo_root / "labels" / "train" / "e.txt").write_text(yolo_line(0, 0.0, 0.0, 1.0, 1.0) + "\n"
+                                                           + yolo_line(2, 0.0, 0.0, 0.125, 0.125) + "\n")
+    source = open_source(f"yolo:{yolo_root}")
+    dogs = source.restrict([3], ignored=[1])
+    assert dogs.classes == {3: "dog"} and dogs.items(3) == ["a", "c", "e"]
+    person, dog = source.mask("a", 1), source.mask("a", 3)
+    np.testing.assert_array_equal(dogs.mask("a", 3), np.where(person == 1, IGNORE, dog))
+    assert (dogs.mask("a", 3) == 1).sum() == dog.sum() > 0 and (dogs.mask("a", 3) == IGNORE).sum() == person.sum() > 0
+    np.testing.assert_array_equal(dogs.mask("c", 3), source.mask("c", 3))  # no person in c
+    # where the ignored class overlaps the requested one, the requested class keeps its pixels
+    np.testing.assert_array_equal(dogs.mask("e", 3), np.where(source.mask("e", 3) == 1, 1, IGNORE))
+    for ignored in ([3], [4]):  # the view's own class; not a class of the source
+        with pytest.raises(InputError, match="ignored classes"):
+            source.restrict([3], ignored=ignored)

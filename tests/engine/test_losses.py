@@ -58,3 +58,26 @@ def test_shape_mismatch_is_an_input_error():
         segmentation_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5, 5))
     with pytest.raises(InputError):
         segmentation_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4))
+
+
+def test_ignored_pixels_are_left_out_with_ignore():
+    # Ignoring a row of every sample equals the loss of the samples without that row, term by term:
+    # BCE is the mean over the kept pixels, Dice sums over them only.
+    logits = torch.randn(3, 1, 5, 4, requires_grad=True)
+    mask = (torch.rand(3, 5, 4) > 0.5).long()
+    mask[:, 0, :] = 255
+    loss = segmentation_loss(logits, mask, ignore=True)
+    kept = logits[:, :, 1:, :]
+    assert loss.item() == pytest.approx(segmentation_loss(kept, mask[:, 1:, :]).item(), abs=1e-6)
+    loss.backward()
+    assert not logits.grad[:, :, 0, :].any() and logits.grad[:, :, 1:, :].abs().sum() > 0
+
+
+def test_a_fully_ignored_sample_adds_nothing_but_its_constant():
+    # No valid pixel: its BCE weight is 0 and its Dice is 1 - 1/1 = 0, so the batch loss is the other's
+    # Dice over B = 2 plus the other's BCE.
+    logits = torch.randn(2, 1, 3, 3)
+    mask = (torch.rand(2, 3, 3) > 0.5).long()
+    mask[1] = 255
+    expected = bce_term(logits[:1, 0], mask[:1].float()) + dice_term(logits[:1, 0], mask[:1].float()) / 2
+    assert segmentation_loss(logits, mask, ignore=True).item() == pytest.approx(expected.item(), abs=1e-6)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,8 @@ from vrpsam.engine.checkpointing import load_training_state, pair_for
 from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, SELF_SUPPORT_WEIGHTS, setting_name
 from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
+from vrpsam.engine.losses import segmentation_loss
+from vrpsam.data.base import IGNORE
 from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters, rank_batches, train
 from vrpsam.errors import CheckpointError, InputError
 from vrpsam.vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, build_model
@@ -146,6 +149,7 @@ def test_train_cli_runs_and_reports_bad_input_in_one_line(tiny, tmp_path, capsys
     printed = capsys.readouterr().out
     assert f"last checkpoint: {out / 'last.safetensors'}" in printed
     assert json.loads((out / "config.json").read_text())["batch_size"] == 1
+    assert json.loads((out / "config.json").read_text())["ignore_held_out"] is False
 
     # A moved run resumes where it now is, not in the folder it was made in.
     moved = out.rename(tmp_path / "moved")
@@ -217,6 +221,31 @@ def test_pseudo_classes_join_the_training_classes_only(tiny):
     assert result.iteration == 2 and result.last.exists()
 
 
+def test_ignore_held_out_leaves_held_out_pixels_out_of_training(tiny, monkeypatch):
+    # Every class outside the training view (validation and test classes) reads as ignore in the training
+    # masks, and the loss is told to leave those pixels out.
+    config = tiny(ignore_held_out=True, max_iters=1)
+    trainer = Trainer(config, progress=False)
+    try:
+        view, base = trainer.data.train, trainer.data.train.base
+        held = [c for c in base.classes if c not in view.classes]
+        assert set(trainer.data.validation_classes) <= set(held)
+        person = 1  # a held-out (test) class of fold 0, in most coco128 photos
+        assert person in held
+        item, class_id = next((i, c) for c in view.classes for i in view.items(c) if i in base.items(person))
+        own, marked = base.mask(item, class_id), view.mask(item, class_id)
+        theirs = np.any([base.mask(item, c) == 1 for c in held if item in base.items(c)], axis=0)
+        assert ((marked == IGNORE) == (theirs & (own != 1))).all() and (base.mask(item, person) == 1).any()
+        assert ((marked == 1) == (own == 1)).all()
+        calls = []
+        monkeypatch.setattr("vrpsam.engine.train.segmentation_loss",
+                            lambda *args, **kwargs: calls.append(kwargs) or segmentation_loss(*args, **kwargs))
+        result = trainer.run()
+    finally:
+        trainer.close()
+    assert result.iteration == 1 and calls == [{"ignore": True}]
+
+
 def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
     # Two real lite steps (512², one thread), then the prior's scale and bias are chosen by validation mIoU.
     config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "epochs": 1, "iters_per_epoch": 2,
@@ -252,3 +281,15 @@ def test_official_recipe_never_trains_on_random_weights(tmp_path):
     assert config.sam_checkpoint == "official"  # SAM's official file, found through the registry
     with pytest.raises(InputError, match="backbone_checkpoint: resnet50_v2 needs its weights"):
         TrainConfig(dataset="yolo:/data")
+
+
+def test_ignore_held_out_option_sets_the_config():
+    import argparse
+
+    from vrpsam.cli.train import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--model-preset", "tiny", "--dataset", "yolo:/data", "--out", "run"]
+    assert config_from_args(parser.parse_args(base + ["--ignore-held-out"])).ignore_held_out is True
+    assert config_from_args(parser.parse_args(base)).ignore_held_out is False

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--fold", type=int, help="train on the other folds' classes (default 0)")
     data.add_argument("--annotation", choices=ANNOTATIONS, help="reference annotation simulated per episode (default mask)")
     data.add_argument("--shots", type=int, help="support images per training episode (default 1)")
+    data.add_argument("--ignore-held-out", action="store_true", help="leave the held-out classes' pixels (validation and test) out of the loss instead of teaching them as background")
     augment = parser.add_argument_group("augmentation (default: none, as the official recipe)")
     augment.add_argument("--augment", action="store_true", help="flips, scale/crop jitter, colour jitter")
     augment.add_argument("--augment-views", type=int, metavar="N", help="N fixed augmented views per photo, so frozen features are reused (default 0: fresh each time)")
@@ -99,6 +100,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given["augment"] = True
     if args.calibrate_prior:
         given["calibrate_prior"] = True
+    if args.ignore_held_out:
+        given["ignore_held_out"] = True
     if args.no_tensorboard:
         given["tensorboard"] = False
     settings = {**base, **given}

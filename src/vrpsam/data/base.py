@@ -8,8 +8,10 @@ A *source* is a set of images, each annotated for some classes. It answers four 
 - ``mask(item, class_id)``: (H, W) uint8 with 1 = the class, 0 = anything else, 255 = ignore.
 
 ``load(item, class_id)`` reads both and refuses a mask whose size differs from its image's.
-``restrict(classes, items)`` gives a view limited to some classes (a fold's training or test classes)
-or some images (a held-out validation set); see :mod:`vrpsam.data.folds`.
+``restrict(classes, items, ignored=...)`` gives a view limited to some classes (a fold's training or test
+classes) or some images (a held-out validation set); see :mod:`vrpsam.data.folds`. Its ``ignored`` classes
+read as ignore (255) in its masks: training on a view whose held-out classes are ignored teaches them
+neither as foreground nor as background.
 """
 
 from __future__ import annotations
@@ -102,9 +104,10 @@ class SegmentationSource(ABC):
         return image, mask
 
     def restrict(self, classes: Iterable[int] | None = None, items: Iterable[str] | None = None,
-                 label: str = "") -> "SourceView":
-        """A view with only ``classes`` (default: all) and only ``items`` (default: all)."""
-        return SourceView(self, classes, items, label)
+                 label: str = "", ignored: Iterable[int] = ()) -> "SourceView":
+        """A view with only ``classes`` (default: all) and only ``items`` (default: all), whose masks
+        mark the pixels of the ``ignored`` classes as :data:`IGNORE`."""
+        return SourceView(self, classes, items, label, ignored)
 
     def check_class(self, class_id: int) -> None:
         if class_id not in self.classes:
@@ -187,10 +190,14 @@ class IndexedSource(SegmentationSource):
 
 
 class SourceView(SegmentationSource):
-    """Part of a source: some of its classes and/or some of its images; reads go to the source."""
+    """Part of a source: some of its classes and/or some of its images; reads go to the source.
+
+    ``ignored``: classes of the source, outside the view's own, whose pixels its masks mark as
+    :data:`IGNORE` (where the requested class does not cover them).
+    """
 
     def __init__(self, base: SegmentationSource, classes: Iterable[int] | None = None,
-                 items: Iterable[str] | None = None, label: str = ""):
+                 items: Iterable[str] | None = None, label: str = "", ignored: Iterable[int] = ()):
         self.base = base
         if classes is None:
             chosen = list(base.classes)
@@ -201,6 +208,12 @@ class SourceView(SegmentationSource):
                 raise InputError(f"classes {unknown} are not classes of {base.name}")
         self._classes = {c: base.classes[c] for c in chosen}
         self._allowed = None if items is None else frozenset(items)
+        ignored = sorted({int(c) for c in ignored})
+        bad = [c for c in ignored if c not in base.classes or c in self._classes]
+        if bad:
+            raise InputError(f"ignored classes {bad}: not classes of {base.name} outside the view's own")
+        # class -> its items, so that a mask reads only the ignored classes present in its image
+        self._ignored = {c: frozenset(base.items(c)) for c in ignored}
         self.label = label
         self.fold_rule = base.fold_rule
 
@@ -227,4 +240,8 @@ class SourceView(SegmentationSource):
         return self.base.image(item)
 
     def mask(self, item: str, class_id: int) -> np.ndarray:
-        return self.base.mask(item, class_id)
+        mask = self.base.mask(item, class_id)
+        for other, items in self._ignored.items():
+            if item in items:
+                mask = np.where((self.base.mask(item, other) == 1) & (mask != 1), IGNORE, mask).astype(mask.dtype)
+        return mask

@@ -71,6 +71,9 @@ class TrainConfig:
     same_image: float = 0.0  # fraction of episodes whose query is another augmentation of the support photo
     # classes found by clustering frozen features over unlabelled pixels (vrpsam.data.pseudo), added to the training classes
     pseudo_classes: int = 0
+    # leave the pixels of the classes held out from training (validation and test) out of the loss instead
+    # of teaching them as background (vrpsam.engine.train.open_training_data)
+    ignore_held_out: bool = False
     # model
     sam: str = "vit_h"  # a sam_model_registry name, or "tiny"
     # "official": the variant's official file through the weights registry; a path or registry name;

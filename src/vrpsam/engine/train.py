@@ -20,6 +20,10 @@ Differences, all deliberate:
   training classes, chosen by ``config.seed``, are left out of training, see
   :func:`vrpsam.data.folds.validation_split`), the test fold only when asked (``select_on="test"``,
   the paper's protocol). ``annotation="mixed"`` is validated with mask references;
+* ``ignore_held_out``: held-out objects sit unlabelled in training photos (in coco128, persons in 61
+  of 128), so the recipe teaches them as background. With it, their pixels (every class outside the
+  training view) are left out of the loss instead. PFENet removes such photos from training; this keeps
+  them, which a small dataset cannot spare;
 * the torch RNG (dropout) is reseeded every iteration from ``(seed, rank, iteration)``, and the
   optimizer, scheduler and RNG states are checkpointed, so a resumed run continues exactly;
 * runs on CPU (DDP over gloo) as well as CUDA (NCCL, optional bf16/fp16 autocast).
@@ -217,6 +221,10 @@ def open_training_data(config: TrainConfig) -> TrainingData:
         train_view = source.restrict(fold.train, label=f"fold {config.fold} training classes")
         validation = open_source(config.dataset, index_cache=config.index_cache) if kind in TRAIN_SPLITS else source
         validation_classes = fold.test
+    if config.ignore_held_out:
+        kept = train_view.classes
+        held = [c for c in source.classes if c not in kept]
+        train_view = source.restrict(kept, label=f"{train_view.label}, held-out classes ignored", ignored=held)
     images = {item for class_id in train_view.classes for item in train_view.items(class_id)}
     return TrainingData(train_view, validation, validation_classes, len(images))
 
@@ -402,7 +410,7 @@ class Trainer:
                 batch["support_annotations"].to(device),
                 embeddings,
             )
-        loss = segmentation_loss(logits, batch["query_mask"].to(device))
+        loss = segmentation_loss(logits, batch["query_mask"].to(device), ignore=self.config.ignore_held_out)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         return loss.detach()
 
