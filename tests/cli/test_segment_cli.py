@@ -184,3 +184,21 @@ def test_readme_main_job_segments_the_cat_with_the_default_model(cats, shared, t
     predicted = np.asarray(Image.open(out / "cat_01.png")) > 0
     truth = np.asarray(Image.open(shared(f"{EXAMPLES}/cat_01.png"))) > 0
     assert (predicted & truth).sum() / (predicted | truth).sum() >= 0.6
+
+
+def test_a_lite_checkpoint_file_is_built_as_recorded(cats, tmp_path, capsys, monkeypatch, shared):
+    # A checkpoint `vrpsam train --model-preset lite` writes records its build: it needs no SAM weights,
+    # and segments exactly as the packaged `lite` does from the same file.
+    import shutil
+
+    from vrpsam.vrp.build import LITE_WEIGHTS
+
+    monkeypatch.setenv("VRPSAM_WEIGHTS", str(shared("assets/weights/mobilenet_v2")))
+    checkpoint = shutil.copy(LITE_WEIGHTS, tmp_path / "mine.safetensors")
+    argv = ["segment", "--reference", cats["cat_00.jpg"], "--mask", cats["cat_00.png"], "--targets", cats["cat_01.jpg"],
+            "--quiet", "--no-overlays"]
+    run_ok(argv + ["--out", str(tmp_path / "file"), "--model", str(checkpoint)], capsys)
+    run_ok(argv + ["--out", str(tmp_path / "named"), "--model", "lite"], capsys)
+    assert (tmp_path / "file" / "cat_01.png").read_bytes() == (tmp_path / "named" / "cat_01.png").read_bytes()
+    err = error_of(argv + ["--out", str(tmp_path / "x"), "--model", str(checkpoint), "--sam", "vit_b"], capsys)
+    assert "lite checkpoint" in err and "--sam" in err

@@ -107,7 +107,7 @@ def build_predictor(args: argparse.Namespace, method: str):
     """The predictor the flags describe, on its device (weights are located before anything is built)."""
     from .. import weights
     from ..sam.build import sam_model_registry
-    from ..vrp.build import MODELS, build_model
+    from ..vrp.build import LITE_NAME, MODELS, build_model, recorded_build
 
     device = resolve_device(args.device)
     if method == "learned":
@@ -117,11 +117,17 @@ def build_predictor(args: argparse.Namespace, method: str):
                 print(f"note: using {DEFAULT_MODEL}, a small demo model trained here on 128 COCO images "
                       "(pass --model for another model)", file=sys.stderr)
         else:
-            sam, sam_checkpoint = _sam_choice(args, LEARNED_SAM)
-            options = dict(sam=sam, sam_checkpoint=weights.resolve(sam_checkpoint))
+            path = Path(args.model).expanduser()
+            recorded = recorded_build(path)  # our checkpoints record their SAM; official ones do not
+            options = {}
+            if args.sam or args.sam_checkpoint or not recorded:
+                if recorded.get("sam") == LITE_NAME:
+                    raise InputError(f"--model {args.model}: a lite checkpoint carries its own SAM parts; drop --sam/--sam-checkpoint")
+                sam, sam_checkpoint = _sam_choice(args, LEARNED_SAM)
+                options = dict(sam=sam, sam_checkpoint=weights.resolve(sam_checkpoint))
             if args.backbone_checkpoint:
                 options["backbone_checkpoint"] = args.backbone_checkpoint
-            model = build_model(Path(args.model).expanduser(), **options)
+            model = build_model(path, **options)
         from ..vrp.predictor import VRPPredictor
 
         return VRPPredictor(model.to(device), fusion=args.fusion or "concat")
