@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from cli_support import error_of
 
 from vrpsam.cli.main import main
 from vrpsam.io.exports import rle_to_mask
+from vrpsam.vrp.build import LITE_WEIGHTS
 
 EXAMPLES = "assets/data/persam-examples"
 
@@ -189,10 +191,6 @@ def test_readme_main_job_segments_the_cat_with_the_default_model(cats, shared, t
 def test_a_lite_checkpoint_file_is_built_as_recorded(cats, tmp_path, capsys, monkeypatch, shared):
     # A checkpoint `vrpsam train --model-preset lite` writes records its build: it needs no SAM weights,
     # and segments exactly as the packaged `lite` does from the same file.
-    import shutil
-
-    from vrpsam.vrp.build import LITE_WEIGHTS
-
     monkeypatch.setenv("VRPSAM_WEIGHTS", str(shared("assets/weights/mobilenet_v2")))
     checkpoint = shutil.copy(LITE_WEIGHTS, tmp_path / "mine.safetensors")
     argv = ["segment", "--reference", cats["cat_00.jpg"], "--mask", cats["cat_00.png"], "--targets", cats["cat_01.jpg"],

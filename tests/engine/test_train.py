@@ -7,6 +7,7 @@ polygons (``coco128-seg``, YOLO format), one CPU thread.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -14,13 +15,14 @@ import pytest
 import torch
 
 from vrpsam.cli.main import main
+from vrpsam.cli.train import add_arguments, config_from_args
+from vrpsam.data.base import IGNORE
 from vrpsam.data.pseudo import FIRST_PSEUDO_ID
 from vrpsam.engine.checkpointing import load_training_state, pair_for
 from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, SELF_SUPPORT_WEIGHTS, setting_name
 from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
 from vrpsam.engine.losses import segmentation_loss
-from vrpsam.data.base import IGNORE
 from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters, rank_batches, train
 from vrpsam.errors import CheckpointError, InputError
 from vrpsam.vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, build_model
@@ -284,10 +286,6 @@ def test_official_recipe_never_trains_on_random_weights(tmp_path):
 
 
 def test_ignore_held_out_option_sets_the_config():
-    import argparse
-
-    from vrpsam.cli.train import add_arguments, config_from_args
-
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     base = ["--model-preset", "tiny", "--dataset", "yolo:/data", "--out", "run"]
