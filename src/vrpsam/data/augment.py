@@ -11,8 +11,8 @@ applied to the original-size image and its class mask before the dataset resizes
 2. crop: with probability ``zoom`` a window around the mask's foreground (:func:`zoom_crop`, the
    foreground's box then fills 15-80% of it), else a random window of ``min_area``..100% of the image
    area, aspect ratio within 3:4..4:3. Zoom gives training large objects: coco128's are small (median
-   1.6% of a photo), and lite trained without zoom predicts about 14% of the image for objects that cover
-   half of it;
+   1.6% of a photo), and the lite weights trained before ``--ignore-held-out`` predicted about 14% of the
+   image for objects that cover half of it (zoom was measured and not kept: ``checkpoints/lite/README.md``);
 3. horizontal flip (probability ``flip``);
 4. colour: brightness, contrast and saturation each scaled by a factor in ``1 ± colour``.
 

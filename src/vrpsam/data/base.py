@@ -241,7 +241,8 @@ class SourceView(SegmentationSource):
 
     def mask(self, item: str, class_id: int) -> np.ndarray:
         mask = self.base.mask(item, class_id)
-        for other, items in self._ignored.items():
-            if item in items:
-                mask = np.where((self.base.mask(item, other) == 1) & (mask != 1), IGNORE, mask).astype(mask.dtype)
-        return mask
+        present = [other for other, items in self._ignored.items() if item in items]
+        if not present:
+            return mask
+        ignored = np.logical_or.reduce([self.base.mask(item, other) == 1 for other in present])
+        return np.where(ignored & (mask != 1), IGNORE, mask).astype(mask.dtype)
