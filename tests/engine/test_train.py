@@ -251,10 +251,11 @@ def test_ignore_held_out_leaves_held_out_pixels_out_of_training(tiny, monkeypatc
 def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
     # Two real lite steps (512², one thread), then the prior's scale and bias are chosen by validation mIoU.
     config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "epochs": 1, "iters_per_epoch": 2,
-                                                "batch_size": 1, "val_episodes": 2, "calibrate_prior": True})
+                                                "batch_size": 1, "val_episodes": 2, "calibrate_prior": True,
+                                                "calibration_episodes": 3})
     result = train(config, progress=False)
     chosen = result.calibration
-    assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 2
+    assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 3
     settings = [setting_name(m, b, s) for s in SELF_SUPPORT_WEIGHTS for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
     assert list(chosen["val_miou"]) == settings
     best = setting_name(chosen["multiplier"], chosen["bias_offset"], chosen["self_support"])
@@ -285,9 +286,13 @@ def test_official_recipe_never_trains_on_random_weights(tmp_path):
         TrainConfig(dataset="yolo:/data")
 
 
-def test_ignore_held_out_option_sets_the_config():
+def test_ignore_held_out_and_calibration_episodes_options_set_the_config():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     base = ["--model-preset", "tiny", "--dataset", "yolo:/data", "--out", "run"]
     assert config_from_args(parser.parse_args(base + ["--ignore-held-out"])).ignore_held_out is True
     assert config_from_args(parser.parse_args(base)).ignore_held_out is False
+    assert config_from_args(parser.parse_args(base + ["--calibration-episodes", "200"])).calibration_episodes == 200
+    assert config_from_args(parser.parse_args(base)).calibration_episodes == 0
+    with pytest.raises(InputError, match="calibration_episodes: expected a non-negative integer, got -1"):
+        config_from_args(parser.parse_args(base + ["--calibration-episodes", "-1"]))

@@ -27,6 +27,7 @@ _FIELDS = {
     "backbone_checkpoint": "backbone_checkpoint", "image_size": "image_size", "input_size": "input_size",
     "num_queries": "num_queries", "annotation_downsample": "annotation_downsample",
     "preprocessing": "preprocessing", "val_episodes": "val_episodes", "validate_every": "validate_every",
+    "calibration_episodes": "calibration_episodes",
     "device": "device", "workers": "workers", "out": "out_dir", "embedding_cache": "embedding_cache",
     "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste", "zoom": "zoom",
     "same_image": "same_image", "pseudo_classes": "pseudo_classes", "prior_self_support": "prior_self_support",
@@ -75,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     val.add_argument("--val-episodes", type=int, help="episodes per validation pass (default 1000)")
     val.add_argument("--validate-every", type=int, metavar="EPOCHS", help="0 = never (default 1)")
     val.add_argument("--calibrate-prior", action="store_true", help="lite: after the last step, weight the prototype prior by validation mIoU")
+    val.add_argument("--calibration-episodes", type=int, metavar="N", help="episodes per annotation type and setting of --calibrate-prior (default: --val-episodes)")
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder: checkpoints, config.json, log.csv")
     run.add_argument("--resume", metavar="CKPT", help="continue a run from its last.safetensors (or last.state.pt)")

@@ -92,6 +92,9 @@ class TrainConfig:
     validate_every: int = 1  # epochs; 0 = never (the last checkpoint only)
     # after the last step, weight lite's prototype prior by validation mIoU (vrpsam.engine.calibrate)
     calibrate_prior: bool = False
+    # validation episodes per annotation type and setting of that calibration; 0: val_episodes. A choice
+    # among 18 settings needs more episodes than tracking one model's progress does
+    calibration_episodes: int = 0
     # lite: the prior's self-support weight during training (vrpsam.vrp.proto.self_support_scores)
     prior_self_support: float = 0.0
     # lite: background prototypes of the prior (vrpsam.vrp.proto.background_prototypes); an architecture
@@ -134,7 +137,7 @@ class TrainConfig:
                              "a VRP encoder on a random backbone learns nothing useful")
         if self.sam == LITE_SAM and (self.backbone != "mobilenet_v2" or self.image_size != self.input_size):
             raise InputError("sam: lite is built on mobilenet_v2 with image_size = input_size (use --model-preset lite)")
-        for name in ("fold", "workers", "val_episodes", "validate_every", "seed", "augment_views", "pseudo_classes"):
+        for name in ("fold", "workers", "val_episodes", "calibration_episodes", "validate_every", "seed", "augment_views", "pseudo_classes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InputError(f"{name}: expected a non-negative integer, got {value!r}")

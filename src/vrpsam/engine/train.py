@@ -87,7 +87,7 @@ TRAIN_SPLITS = {"pascal": "train", "coco": "train"}
 # Settings a resumed run may change without changing what it computes.
 RESUMABLE_CHANGES = {
     "max_iters", "workers", "embedding_cache", "index_cache", "tensorboard", "out_dir", "device", "batch_size", "extra",
-    "calibrate_prior",  # acts after the last step only
+    "calibrate_prior", "calibration_episodes",  # act after the last step only
 }  # fmt: skip
 VALIDATION_FRACTION = 0.2
 _DDP_OPTIONS = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
@@ -464,7 +464,9 @@ class Trainer:
         annotations = CONDITIONS if self.config.annotation == "mixed" else (self.config.annotation,)
         self.model.eval()
         try:
-            calibration = calibrate_prior(self.model, self.data.validation, annotations=annotations, **self._evaluation_options())
+            options = self._evaluation_options()
+            options["episodes"] = self.config.calibration_episodes or options["episodes"]
+            calibration = calibrate_prior(self.model, self.data.validation, annotations=annotations, **options)
         finally:
             self.model.train()
         self.calibration = calibration.to_dict()
