@@ -8,13 +8,13 @@ on everything else: on classes it never saw, a stronger prior helps (measured on
 it is chosen like an epoch is: by mIoU on the validation classes, which training never saw either.
 
 :func:`calibrate_prior` tries the trained scale times each of :data:`PRIOR_SCALE_MULTIPLIERS` with
-the trained bias plus each of :data:`PRIOR_BIAS_OFFSETS` (the decoder of a first coco128 run
-under-predicted foreground on unseen classes and a positive bias helped; one trained with
-``--ignore-held-out`` over-predicts small objects, and a negative one helped on 200 validation
-episodes) and each self-support
-weight of :data:`SELF_SUPPORT_WEIGHTS` (the target's own prototypes, :func:`vrpsam.vrp.proto.self_support_scores`),
-keeps the setting with the best mean validation mIoU over the given annotation types (ties go to the
-smaller change), and leaves the model with it. Deterministic, and identical on every rank under ``torchrun``
+the trained bias plus each of :data:`PRIOR_BIAS_OFFSETS` and each self-support weight of
+:data:`SELF_SUPPORT_WEIGHTS` (the target's own prototypes, :func:`vrpsam.vrp.proto.self_support_scores`).
+Both signs of bias offset are there because both were needed on coco128: a first run's decoder
+under-predicted foreground on unseen classes, one trained with ``--ignore-held-out`` over-predicts
+small objects. It keeps the setting with the best mean validation mIoU over the given annotation
+types (ties go to the smaller change), and leaves the model with it. The choice among 18 settings needs
+more episodes than following one run's progress: ``TrainConfig.calibration_episodes``. Deterministic, and identical on every rank under ``torchrun``
 (:func:`vrpsam.engine.evaluate.evaluate` all-reduces its counts).
 """
 
