@@ -35,8 +35,8 @@ def test_the_best_mean_over_annotation_types_wins_and_stays_in_the_model(monkeyp
     chosen = calibrate_prior(model, "source", annotations=["mask", "box"], episodes=7, seed=3)
     assert (chosen.multiplier, chosen.bias_offset, chosen.self_support) == (4.0, -2.0, 0.5)
     assert (chosen.scale, chosen.bias) == (pytest.approx(40.0), pytest.approx(-1.5))
-    assert float(model.prior.scale) == pytest.approx(40.0) and float(model.prior.bias) == pytest.approx(-1.5)
-    assert float(model.prior.self_support) == 0.5
+    assert model.prior.scale.item() == pytest.approx(40.0) and model.prior.bias.item() == pytest.approx(-1.5)
+    assert model.prior.self_support.item() == 0.5
     assert chosen.episodes == 7 and all(call == {"episodes": 7, "seed": 3} for call in calls)
     assert len(chosen.val_miou) == 18 and len(calls) == 36
     assert chosen.val_miou[setting_name(4, -2, 0.5)] == max(chosen.val_miou.values())
