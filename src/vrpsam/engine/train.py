@@ -221,11 +221,12 @@ def open_training_data(config: TrainConfig) -> TrainingData:
         train_view = source.restrict(fold.train, label=f"fold {config.fold} training classes")
         validation = open_source(config.dataset, index_cache=config.index_cache) if kind in TRAIN_SPLITS else source
         validation_classes = fold.test
+    images = {item for class_id in train_view.classes for item in train_view.items(class_id)}
     if config.ignore_held_out:
+        # a view of the source itself, whose masks hold the held-out classes; the images stay the view's
         kept = train_view.classes
         held = [c for c in source.classes if c not in kept]
-        train_view = source.restrict(kept, label=f"{train_view.label}, held-out classes ignored", ignored=held)
-    images = {item for class_id in train_view.classes for item in train_view.items(class_id)}
+        train_view = source.restrict(kept, images, label=f"{train_view.label}, held-out classes ignored", ignored=held)
     return TrainingData(train_view, validation, validation_classes, len(images))
 
 
