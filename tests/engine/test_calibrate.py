@@ -9,22 +9,36 @@ from vrpsam.vrp.proto import PrototypePrior
 
 
 def _model(scale: float = 10.0, bias: float = 0.5) -> SimpleNamespace:
+    """A model whose "logits" are its prior's (scale, bias, self-support) when decoded; counts its encodings."""
     prior = PrototypePrior(c2=8)
     prior.scale.data.fill_(scale)
     prior.bias.data.fill_(bias)
-    return SimpleNamespace(prior=prior)
+    model = SimpleNamespace(prior=prior, encodings=0)
+
+    def encode_shots(query, supports, annotations):
+        model.encodings += 1
+        return "encoded"
+
+    def decode_shots(encoded):
+        assert encoded == "encoded"
+        return prior.scale.item(), prior.bias.item(), prior.self_support.item()
+
+    model.encode_shots, model.decode_shots = encode_shots, decode_shots
+    return model
 
 
 def _scored_by(monkeypatch, score):
-    """evaluate() replaced by ``score(scale, bias, self_support, annotation)``; records the options it got."""
+    """evaluate_variants() replaced by one episode scored ``score(scale, bias, self_support, annotation)``
+    for each variant the calibration decodes; records the options it got."""
     calls = []
 
-    def evaluate(model, source, *, annotation, **options):
+    def evaluate_variants(model, source, predict, variants, *, annotation, **options):
         calls.append(options)
-        prior = model.prior
-        return SimpleNamespace(miou=score(prior.scale.item(), prior.bias.item(), prior.self_support.item(), annotation))
+        decoded = predict(model, "query", "supports", "annotations")
+        assert list(decoded) == list(variants)
+        return {variant: SimpleNamespace(miou=score(*decoded[variant], annotation)) for variant in variants}
 
-    monkeypatch.setattr(calibrate_module, "evaluate", evaluate)
+    monkeypatch.setattr(calibrate_module, "evaluate_variants", evaluate_variants)
     return calls
 
 
@@ -37,9 +51,11 @@ def test_the_best_mean_over_annotation_types_wins_and_stays_in_the_model(monkeyp
     assert (chosen.scale, chosen.bias) == (pytest.approx(40.0), pytest.approx(-1.5))
     assert model.prior.scale.item() == pytest.approx(40.0) and model.prior.bias.item() == pytest.approx(-1.5)
     assert model.prior.self_support.item() == 0.5
-    assert chosen.episodes == 7 and all(call == {"episodes": 7, "seed": 3} for call in calls)
-    assert len(chosen.val_miou) == 18 and len(calls) == 36
+    assert chosen.episodes == 7 and calls == [{"episodes": 7, "seed": 3}] * 2
+    assert len(chosen.val_miou) == 18 and model.encodings == 2  # each episode encoded once for all 18 settings
     assert chosen.val_miou[setting_name(4, -2, 0.5)] == max(chosen.val_miou.values())
+    assert chosen.val_miou_by_annotation["box"][setting_name(4, -2, 0.5)] == pytest.approx(0.5)
+    assert chosen.val_miou_by_annotation["mask"][setting_name(4, -2, 0.5)] == pytest.approx(40.5)
 
 
 def test_ties_go_to_the_smallest_change(monkeypatch):

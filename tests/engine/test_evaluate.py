@@ -11,7 +11,8 @@ from torch import nn
 from vrpsam.data import SegmentationSource, image_tensor, make_episodes, mask_tensor
 from vrpsam.engine import distributed
 from vrpsam.engine import evaluate as evaluate_module
-from vrpsam.engine.evaluate import EvalResult, episode_logits, evaluate, markdown_table
+from vrpsam.engine.calibrate import calibrate_prior
+from vrpsam.engine.evaluate import EvalResult, episode_logits, evaluate, evaluate_variants, markdown_table
 from vrpsam.errors import InputError
 from vrpsam.vrp.build import build_model
 
@@ -111,6 +112,37 @@ def test_fold_selects_test_classes_and_unseen_classes_count_zero(monkeypatch):
     drawn = [name for name, n in result.episodes_per_class.items() if n]
     # mean over both fold classes, a class without episodes counting 0 (official max(union, 1))
     assert result.miou == pytest.approx(100.0 * len(drawn) / 2)
+
+
+def test_variants_score_each_episode_once_per_variant_like_evaluate():
+    def oracle_and_never(model, query, supports, annotations):
+        return {"oracle": red_oracle(model, query, supports, annotations), "never": never(model, query, supports, annotations)}
+
+    results = evaluate_variants(StubModel(32), ArraySource(), oracle_and_never, ["oracle", "never"], episodes=40, progress=False)
+    assert results["oracle"].miou == pytest.approx(100.0) and results["never"].miou == 0.0
+    assert results["oracle"].episodes == results["never"].episodes == 40
+    with pytest.raises(RuntimeError, match=r"predict returned variants \['never', 'oracle'\], expected \['oracle'\]"):
+        evaluate_variants(StubModel(32), ArraySource(), oracle_and_never, ["oracle"], episodes=2, progress=False)
+
+
+def test_calibration_scores_each_setting_as_evaluating_it_alone():
+    # One encoding per episode decoded under every prior setting == a full forward per setting (random lite).
+    from vrpsam.vrp.build import build_lite
+
+    model = build_lite(None, backbone_checkpoint=None, seed=1).eval()
+    source, options = ArraySource(size=(48, 48), per_class=2), dict(episodes=2, seed=4, classes=[1, 2], progress=False)
+    chosen = calibrate_prior(model, source, annotations=["box"], multipliers=(1.0, 4.0), offsets=(-2.0,),
+                             self_supports=(0.0, 0.5), **options)
+    trained_scale, trained_bias = chosen.trained_scale, chosen.trained_bias
+    measured = chosen.val_miou_by_annotation["box"]
+    assert len(set(measured.values())) > 1  # the settings do differ
+    for multiplier, offset, self_support in [(1.0, -2.0, 0.0), (4.0, -2.0, 0.5)]:
+        with torch.no_grad():
+            model.prior.scale.fill_(trained_scale * multiplier)
+            model.prior.bias.fill_(trained_bias + offset)
+            model.prior.self_support.fill_(self_support)
+        alone = evaluate(model, source, annotation="box", **options).miou
+        assert alone == pytest.approx(measured[f"x{multiplier:g}{offset:+g}s{self_support:g}"], abs=1e-4)
 
 
 def test_replayed_list_must_match_classes_and_shots(monkeypatch):

@@ -258,6 +258,7 @@ def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
     assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 3
     settings = [setting_name(m, b, s) for s in SELF_SUPPORT_WEIGHTS for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
     assert list(chosen["val_miou"]) == settings
+    assert chosen["val_miou_by_annotation"] == {"mask": chosen["val_miou"]}  # one type: its mIoU is the mean
     best = setting_name(chosen["multiplier"], chosen["bias_offset"], chosen["self_support"])
     assert chosen["val_miou"][best] == max(chosen["val_miou"].values())
     assert chosen["scale"] == pytest.approx(chosen["trained_scale"] * chosen["multiplier"])

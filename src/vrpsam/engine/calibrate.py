@@ -14,8 +14,10 @@ Both signs of bias offset are there because both were needed on coco128: a first
 under-predicted foreground on unseen classes, one trained with ``--ignore-held-out`` over-predicts
 small objects. It keeps the setting with the best mean validation mIoU over the given annotation
 types (ties go to the smaller change), and leaves the model with it. The choice among 18 settings needs
-more episodes than following one run's progress: ``TrainConfig.calibration_episodes``. Deterministic, and identical on every rank under ``torchrun``
-(:func:`vrpsam.engine.evaluate.evaluate` all-reduces its counts).
+more episodes than following one run's progress: ``TrainConfig.calibration_episodes``. The prior acts
+after the encoders, so each episode is encoded once and decoded under every setting
+(:func:`vrpsam.engine.evaluate.evaluate_variants`). Deterministic, and identical on every rank under
+``torchrun`` (the evaluation all-reduces its counts).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 
 from ..errors import InputError
 from ..vrp.model import VRPSAM
-from .evaluate import evaluate
+from .evaluate import evaluate_variants
 
 PRIOR_SCALE_MULTIPLIERS = (1.0, 2.0, 4.0)
 PRIOR_BIAS_OFFSETS = (-2.0, 0.0, 2.0)
@@ -53,6 +55,7 @@ class PriorCalibration:
     annotations: tuple[str, ...]
     episodes: int  # per annotation type and setting (0: evaluate's default)
     val_miou: dict[str, float]  # setting_name -> mean validation mIoU over ``annotations``
+    val_miou_by_annotation: dict[str, dict[str, float]]  # annotation -> setting_name -> validation mIoU
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "annotations": list(self.annotations)}
@@ -69,8 +72,10 @@ def calibrate_prior(
     **options: Any,
 ) -> PriorCalibration:
     """Set ``model.prior``'s scale and bias to the trained values changed by the (multiplier, offset),
-    and its self-support weight, with the best mean mIoU over ``annotations``; ``options`` go to :func:`vrpsam.engine.evaluate.evaluate`
-    for each pass (``classes``, ``episodes``, ``seed``...: the validation episodes). Returns what was measured."""
+    and its self-support weight, with the best mean mIoU over ``annotations``; ``options`` go to
+    :func:`vrpsam.engine.evaluate.evaluate_variants`, once per annotation type (``classes``, ``episodes``,
+    ``seed``...: the validation episodes), which scores every setting on each episode from one encoding.
+    Returns what was measured."""
     if model.prior is None:
         raise InputError("calibrate_prior: the model has no prototype prior (only lite has one)")
     prior = model.prior
@@ -82,13 +87,24 @@ def calibrate_prior(
             prior.bias.fill_(trained_bias + offset)
             prior.self_support.fill_(self_support)
 
-    results: dict[tuple[float, float, float], float] = {}
-    for self_support in self_supports:
-        for multiplier in multipliers:
-            for offset in offsets:
-                use(multiplier, offset, self_support)
-                mious = [evaluate(model, source, annotation=annotation, **options).miou for annotation in annotations]
-                results[multiplier, offset, self_support] = float(sum(mious) / len(mious))
+    settings = [(m, o, ss) for ss in self_supports for m in multipliers for o in offsets]
+
+    def predict(model: VRPSAM, query: torch.Tensor, supports: torch.Tensor,
+                annotations: torch.Tensor) -> dict[tuple[float, float, float], torch.Tensor]:
+        # The prior acts after the encoders: one encoding per episode serves every setting.
+        encoded = model.encode_shots(query, supports, annotations)
+        logits = {}
+        for setting in settings:
+            use(*setting)
+            logits[setting] = model.decode_shots(encoded)
+        return logits
+
+    measured = {
+        annotation: {setting: result.miou for setting, result in
+                     evaluate_variants(model, source, predict, settings, annotation=annotation, **options).items()}
+        for annotation in annotations
+    }
+    results = {setting: sum(measured[a][setting] for a in annotations) / len(annotations) for setting in settings}
     best = max(results, key=lambda setting: (results[setting], -setting[2], -setting[0], -abs(setting[1])))
     use(*best)
     return PriorCalibration(
@@ -101,5 +117,10 @@ def calibrate_prior(
         self_support=best[2],
         annotations=tuple(annotations),
         episodes=int(options.get("episodes", 0)),
-        val_miou={setting_name(*setting): round(miou, 4) for setting, miou in results.items()},
+        val_miou=_named(results),
+        val_miou_by_annotation={annotation: _named(mious) for annotation, mious in measured.items()},
     )
+
+
+def _named(mious: dict[tuple[float, float, float], float]) -> dict[str, float]:
+    return {setting_name(*setting): round(miou, 4) for setting, miou in mious.items()}

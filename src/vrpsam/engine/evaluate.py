@@ -29,7 +29,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -45,6 +45,8 @@ from .metrics import IoUAccumulator
 
 RESOLUTIONS = ("input", "original")
 DEFAULT_SEED = 321
+# (model, query, supports, annotations) -> {variant: logits (B, 1, S, S)}; see evaluate_variants.
+Predict = Callable[[VRPSAM, torch.Tensor, torch.Tensor, torch.Tensor], Mapping[Hashable, torch.Tensor]]
 
 
 @dataclass
@@ -109,9 +111,27 @@ def _class_keys(source: SegmentationSource, class_ids: Sequence[int]) -> dict[in
     return {c: (str(names[c]) if unique else f"{c} {names[c]}") for c in class_ids}
 
 
-def evaluate(
+def evaluate(model: VRPSAM, source: SegmentationSource, **options: Any) -> EvalResult:
+    """Evaluate ``model`` on few-shot episodes of ``source`` (see the module docstring for the protocol).
+
+    ``options``: those of :func:`evaluate_variants` (``fold``, ``annotation``, ``episodes``, ...).
+    """
+    return evaluate_variants(model, source, _own_logits, (_OWN,), **options)[_OWN]
+
+
+_OWN = "model"
+
+
+def _own_logits(model: VRPSAM, query: torch.Tensor, supports: torch.Tensor,
+                annotations: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {_OWN: episode_logits(model, query, supports, annotations)}
+
+
+def evaluate_variants(
     model: VRPSAM,
     source: SegmentationSource,
+    predict: Predict,
+    variants: Sequence[Hashable],
     *,
     fold: int | None = None,
     annotation: str = "mask",
@@ -126,8 +146,12 @@ def evaluate(
     num_folds: int = 4,
     episode_list: Sequence[Episode] | None = None,
     classes: Sequence[int] | None = None,
-) -> EvalResult:
-    """Evaluate ``model`` on few-shot episodes of ``source`` (see the module docstring for the protocol).
+) -> dict[Hashable, EvalResult]:
+    """Score several variants of a model on the same episodes, each episode loaded once.
+
+    ``predict(model, query, supports, annotations)`` returns ``{variant: logits (B, 1, S, S)}`` for
+    each of ``variants`` (e.g. one encoding decoded under several prior settings,
+    :mod:`vrpsam.engine.calibrate`). Returns one result per variant.
 
     ``fold``: evaluate its test classes (None: all classes; ``classes`` overrides both).
     ``episode_list``: replay these episodes instead of drawing ``episodes`` with ``seed`` (``seed``
@@ -148,7 +172,8 @@ def evaluate(
     device = distributed.process_device(device)
     model = model.to(device).eval()
 
-    accumulator = IoUAccumulator(evaluated, device=device)
+    # Made up front, so that every rank all-reduces the same accumulators even with no episode of its own.
+    accumulators = {variant: IoUAccumulator(evaluated, device=device) for variant in variants}
     mine = shard(episode_list, distributed.rank(), distributed.world_size())
     dataset = EpisodeDataset(source, mine, size=model.input_size, annotation=annotation, training=False, seed=seed,
                              original_masks=resolution == "original")
@@ -158,11 +183,16 @@ def evaluate(
                disable=not (progress and distributed.is_main()))
     with torch.inference_mode(), bar:
         for batch in loader:
-            _score_batch(model, batch, accumulator, resolution, device)
+            predicted = _predict_batch(model, predict, batch, device)
+            if set(predicted) != set(accumulators):
+                raise RuntimeError(f"predict returned variants {sorted(map(str, predicted))}, expected {sorted(map(str, variants))}")
+            for variant, accumulator in accumulators.items():
+                _score_batch(model, predicted[variant], batch, accumulator, resolution, device)
             bar.update(len(batch["index"]))
-    accumulator.load_state(distributed.all_reduce_sum(accumulator.state()))
-    if accumulator.episodes != len(episode_list):
-        raise RuntimeError(f"counted {accumulator.episodes} episodes, expected {len(episode_list)}: ranks disagree on the list")
+    for accumulator in accumulators.values():
+        accumulator.load_state(distributed.all_reduce_sum(accumulator.state()))
+        if accumulator.episodes != len(episode_list):
+            raise RuntimeError(f"counted {accumulator.episodes} episodes, expected {len(episode_list)}: ranks disagree on the list")
 
     keys = _class_keys(source, evaluated)
     settings = {
@@ -179,14 +209,17 @@ def evaluate(
         "input_size": model.input_size,
         "preprocessing": model.preprocessing,
     }
-    return EvalResult(
-        miou=accumulator.miou(),
-        fbiou=accumulator.fbiou(),
-        per_class={keys[c]: iou for c, iou in accumulator.per_class().items()},
-        episodes=accumulator.episodes,
-        settings=settings,
-        episodes_per_class={keys[c]: n for c, n in accumulator.episodes_per_class().items()},
-    )
+    return {
+        variant: EvalResult(
+            miou=accumulator.miou(),
+            fbiou=accumulator.fbiou(),
+            per_class={keys[c]: iou for c, iou in accumulator.per_class().items()},
+            episodes=accumulator.episodes,
+            settings=settings,
+            episodes_per_class={keys[c]: n for c, n in accumulator.episodes_per_class().items()},
+        )
+        for variant, accumulator in accumulators.items()
+    }
 
 
 def _check_replay(episode_list: Sequence[Episode], classes: Sequence[int], shots: int) -> None:
@@ -200,15 +233,19 @@ def _check_replay(episode_list: Sequence[Episode], classes: Sequence[int], shots
             raise InputError(f"episode {episode.index}: {len(episode.supports)} supports, but shots is {shots}")
 
 
-def _score_batch(model: VRPSAM, batch: dict[str, Any], accumulator: IoUAccumulator, resolution: str,
-                 device: torch.device) -> None:
-    """Predict a batch of episodes and add each to the accumulator."""
-    logits = episode_logits(
+def _predict_batch(model: VRPSAM, predict: Predict, batch: dict[str, Any],
+                   device: torch.device) -> Mapping[Hashable, torch.Tensor]:
+    return predict(
         model,
         batch["query_img"].to(device),
         batch["support_imgs"].to(device),
         batch["support_annotations"].to(device),
     )
+
+
+def _score_batch(model: VRPSAM, logits: torch.Tensor, batch: dict[str, Any], accumulator: IoUAccumulator,
+                 resolution: str, device: torch.device) -> None:
+    """Add each episode of a batch, predicted as ``logits`` (B, 1, S, S), to the accumulator."""
     for i, class_id in enumerate(batch["class_id"].tolist()):
         if resolution == "original":
             gt = batch["query_mask_original"][i]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -12,6 +13,17 @@ from ..errors import InputError
 from ..sam.sam import Sam
 from .encoder import ReferenceEncoding, TargetFeatures, VRPEncoder
 from .preprocess import check_mode
+
+
+@dataclass
+class EncodedShots:
+    """A batch of targets with their K-shot references, encoded up to the mask decoder's inputs."""
+
+    features: TargetFeatures  # the targets' frozen backbone features
+    references: list[ReferenceEncoding]  # one per shot
+    prompts: torch.Tensor  # (B, K·Q, 256): each shot's prompt tokens, concatenated
+    embeddings: torch.Tensor  # (B, 256, h, w): the targets' SAM image embeddings
+    size: int  # S, the side of the targets' square input
 
 
 class VRPSAM(nn.Module):
@@ -158,14 +170,32 @@ class VRPSAM(nn.Module):
         Each shot's prompt tokens are concatenated (official ``predict_mask_nshot``). ``embeddings``
         (B, 256, h, w): precomputed SAM embeddings of the target (else computed here).
         """
+        return self.decode_shots(self.encode_shots(target, references, annotations, sam_image, embeddings))
+
+    def encode_shots(
+        self,
+        target: torch.Tensor,
+        references: torch.Tensor,
+        annotations: torch.Tensor,
+        sam_image: torch.Tensor | None = None,
+        embeddings: torch.Tensor | None = None,
+    ) -> EncodedShots:
+        """The part of :meth:`forward_shots` before the mask decoder (arguments as there)."""
         encoder = self.encoder
         features = encoder.encode_target(target)
         encoded = [encoder.encode_reference(references[:, k], annotations[:, k]) for k in range(references.shape[1])]
         prompts = torch.cat([encoder.prompts(features, reference) for reference in encoded], dim=1)
         if embeddings is None:
             embeddings = self.embed(self.sam_input(target) if sam_image is None else sam_image)
-        low_res, _ = self.decode(embeddings, prompts, self.prior_logits(features, encoded))
-        return self.upsample(low_res, target.shape[-1])
+        return EncodedShots(features, encoded, prompts, embeddings, target.shape[-1])
+
+    def decode_shots(self, encoded: EncodedShots) -> torch.Tensor:
+        """The rest of :meth:`forward_shots`: prior, mask decoder, upsampling -> logits (B, 1, S, S).
+
+        Cheap next to :meth:`encode_shots`, so an encoding can be decoded under several prior settings."""
+        prior = self.prior_logits(encoded.features, encoded.references)
+        low_res, _ = self.decode(encoded.embeddings, encoded.prompts, prior)
+        return self.upsample(low_res, encoded.size)
 
     def upsample(self, low_res: torch.Tensor, size: int) -> torch.Tensor:
         """(B, 1, 4h, 4w) low-res logits -> (B, 1, size, size); corners aligned in ``official`` mode, as there."""
