@@ -111,20 +111,20 @@ def _class_keys(source: SegmentationSource, class_ids: Sequence[int]) -> dict[in
     return {c: (str(names[c]) if unique else f"{c} {names[c]}") for c in class_ids}
 
 
-def evaluate(model: VRPSAM, source: SegmentationSource, **options: Any) -> EvalResult:
-    """Evaluate ``model`` on few-shot episodes of ``source`` (see the module docstring for the protocol).
-
-    ``options``: those of :func:`evaluate_variants` (``fold``, ``annotation``, ``episodes``, ...).
-    """
-    return evaluate_variants(model, source, _own_logits, (_OWN,), **options)[_OWN]
-
-
 _OWN = "model"
 
 
 def _own_logits(model: VRPSAM, query: torch.Tensor, supports: torch.Tensor,
                 annotations: torch.Tensor) -> dict[str, torch.Tensor]:
     return {_OWN: episode_logits(model, query, supports, annotations)}
+
+
+def evaluate(model: VRPSAM, source: SegmentationSource, **options: Any) -> EvalResult:
+    """Evaluate ``model`` on few-shot episodes of ``source`` (see the module docstring for the protocol).
+
+    ``options``: those of :func:`evaluate_variants` (``fold``, ``annotation``, ``episodes``, ...).
+    """
+    return evaluate_variants(model, source, _own_logits, (_OWN,), **options)[_OWN]
 
 
 def evaluate_variants(
