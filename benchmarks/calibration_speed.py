@@ -54,26 +54,20 @@ def main() -> None:
     settings = [(m, o, s) for s in SELF_SUPPORT_WEIGHTS for m in PRIOR_SCALE_MULTIPLIERS for o in PRIOR_BIAS_OFFSETS]
     measured: dict[str, dict[str, float]] = {}
 
-    def use(scale: float, bias: float, self_support: float) -> None:
-        with torch.no_grad():
-            prior.scale.fill_(scale)
-            prior.bias.fill_(bias)
-            prior.self_support.fill_(self_support)
-
     def per_setting() -> None:
         mious = {}
         for multiplier, offset, self_support in settings:
-            use(trained[0] * multiplier, trained[1] + offset, self_support)
+            prior.set_weights(trained[0] * multiplier, trained[1] + offset, self_support)
             mious[setting_name(multiplier, offset, self_support)] = evaluate(model, source, **options).miou
         measured["per setting"] = mious
-        use(*trained)
+        prior.set_weights(*trained)
 
     def one_encoding() -> None:
         annotation = options["annotation"]
         rest = {k: v for k, v in options.items() if k != "annotation"}
         chosen = calibrate_prior(model, source, annotations=[annotation], **rest)
         measured["one encoding"] = chosen.val_miou_by_annotation[annotation]
-        use(*trained)
+        prior.set_weights(*trained)
 
     baseline_s, calibrate_s = interleaved_medians([per_setting, one_encoding], args.repeats)
     worst = max(abs(measured["per setting"][k] - measured["one encoding"][k]) for k in measured["per setting"])

@@ -137,10 +137,7 @@ def test_calibration_scores_each_setting_as_evaluating_it_alone():
     measured = chosen.val_miou_by_annotation["box"]
     assert len(set(measured.values())) > 1  # the settings do differ
     for multiplier, offset, self_support in [(1.0, -2.0, 0.0), (4.0, -2.0, 0.5)]:
-        with torch.no_grad():
-            model.prior.scale.fill_(trained_scale * multiplier)
-            model.prior.bias.fill_(trained_bias + offset)
-            model.prior.self_support.fill_(self_support)
+        model.prior.set_weights(trained_scale * multiplier, trained_bias + offset, self_support)
         alone = evaluate(model, source, annotation="box", **options).miou
         assert alone == pytest.approx(measured[f"x{multiplier:g}{offset:+g}s{self_support:g}"], abs=1e-4)
 

@@ -82,10 +82,7 @@ def calibrate_prior(
     trained_scale, trained_bias = float(prior.scale.detach()), float(prior.bias.detach())
 
     def use(multiplier: float, offset: float, self_support: float) -> None:
-        with torch.no_grad():
-            prior.scale.fill_(trained_scale * multiplier)
-            prior.bias.fill_(trained_bias + offset)
-            prior.self_support.fill_(self_support)
+        prior.set_weights(trained_scale * multiplier, trained_bias + offset, self_support)
 
     settings = [(m, o, ss) for ss in self_supports for m in multipliers for o in offsets]
 

@@ -124,6 +124,13 @@ class PrototypePrior(nn.Module):
         self.bias = nn.Parameter(torch.tensor(0.0))
         self.register_buffer("self_support", torch.tensor(0.0))
 
+    @torch.no_grad()
+    def set_weights(self, scale: float, bias: float, self_support: float) -> None:
+        """Set the scale, bias and self-support weight in place (a calibration's choice)."""
+        self.scale.fill_(scale)
+        self.bias.fill_(bias)
+        self.self_support.fill_(self_support)
+
     def rule_scores(self, target: TargetFeatures, references: Sequence[ReferenceEncoding]) -> torch.Tensor:
         """The training-free rule's scores (B, 1, h, w), averaged over ``references`` (each of batch B or 1)."""
         return self._rule_scores(self._target_features(target), references)
