@@ -297,3 +297,48 @@ def test_ignore_held_out_and_calibration_episodes_options_set_the_config():
     assert config_from_args(parser.parse_args(base)).calibration_episodes == 0
     with pytest.raises(InputError, match="calibration_episodes: expected a non-negative integer, got -1"):
         config_from_args(parser.parse_args(base + ["--calibration-episodes", "-1"]))
+
+
+def test_annotation_weights_option_sets_the_mix_and_reports_bad_items():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--model-preset", "tiny", "--dataset", "yolo:/data", "--out", "run", "--annotation", "mixed"]
+    config = config_from_args(parser.parse_args(base + ["--annotation-weights", "box=2,mask=0.5"]))
+    assert config.annotation_weights == {"box": 2.0, "mask": 0.5}
+    assert config.annotation_type_weights() == [1.0, 2.0, 1.0, 0.5]  # point, box, scribble, mask
+    assert TrainConfig.from_json(config.to_json()) == config
+    assert config_from_args(parser.parse_args(base)).annotation_weights == {}
+    for bad, message in [("box", "expected TYPE=WEIGHT"), ("lasso=1", "expected one of point, box"),
+                         ("box=-1", "box's weight must be a non-negative"),
+                         ("point=0,box=0,scribble=0,mask=0", "at least one annotation type")]:
+        with pytest.raises(InputError, match=message):
+            config_from_args(parser.parse_args(base + ["--annotation-weights", bad]))
+    with pytest.raises(InputError, match="mixed only"):
+        config_from_args(parser.parse_args(base[:-2] + ["--annotation-weights", "box=2"]))
+
+
+def test_mixed_annotations_draw_the_types_in_proportion_to_their_weights():
+    from vrpsam.data.episodes import Episode
+    from vrpsam.engine.train import MixedAnnotations
+
+    class Named:  # stands in for one annotation type's EpisodeDataset
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, i):
+            return self.name
+
+    names = ("point", "box", "scribble", "mask")
+    episodes = [Episode(index=i, class_id=0, query="q", supports=("s",), epoch=0) for i in range(4000)]
+    datasets = {name: Named(name) for name in names}
+
+    def shares(weights):
+        drawn = [MixedAnnotations(datasets, episodes, seed=5, weights=weights)[i] for i in range(len(episodes))]
+        return [drawn.count(name) / len(drawn) for name in names]
+
+    assert shares([1, 2, 1, 1]) == pytest.approx([0.2, 0.4, 0.2, 0.2], abs=0.025)
+    assert shares([0, 1, 0, 0]) == [0, 1, 0, 0]
+    assert shares(None) == pytest.approx([0.25] * 4, abs=0.025)
+    # Without weights the draw is rng.integers, as before the option existed, so old runs keep their episodes.
+    rng = np.random.default_rng([5, 0, 7, 3])
+    assert MixedAnnotations(datasets, episodes, seed=5)[7] == names[int(rng.integers(4))]

@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--dataset", metavar="KIND:PATH", help="e.g. coco:/data/COCO, pascal:/data/VOCdevkit, yolo:/data/coco128-seg")
     data.add_argument("--fold", type=int, help="train on the other folds' classes (default 0)")
     data.add_argument("--annotation", choices=ANNOTATIONS, help="reference annotation simulated per episode (default mask)")
+    data.add_argument("--annotation-weights", metavar="TYPE=W,...", help="with --annotation mixed: how often each type is drawn, relative (e.g. box=2: boxes twice as often as each other type; default uniform)")
     data.add_argument("--shots", type=int, help="support images per training episode (default 1)")
     data.add_argument("--ignore-held-out", action="store_true", help="leave the held-out classes' pixels (validation and test) out of the loss instead of teaching them as background")
     augment = parser.add_argument_group("augmentation (default: none, as the official recipe)")
@@ -94,6 +95,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's settings: base (``--config``, the resumed run, a preset, or the recipe) + given options."""
     base = _base_settings(args)
     given = {field: getattr(args, option) for option, field in _FIELDS.items() if getattr(args, option) is not None}
+    if args.annotation_weights is not None:
+        given["annotation_weights"] = _annotation_weights(args.annotation_weights)
     if args.select_on_test:
         given["select_on"] = "test"
     if args.amp:
@@ -114,6 +117,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if not settings.get("dataset"):
         raise InputError("--dataset: required (KIND:PATH), unless --config or --resume supplies it")
     return TrainConfig.from_dict(settings, source="command line")
+
+
+def _annotation_weights(text: str) -> dict[str, float]:
+    """``box=2,mask=0.5`` -> {"box": 2.0, "mask": 0.5}; the types and weights are checked by TrainConfig."""
+    weights = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--annotation-weights: expected TYPE=WEIGHT items separated by commas, got {item!r}") from None
+    return weights
 
 
 def _base_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.simulate import CONDITIONS
 from ..errors import InputError
 
 ANNOTATIONS = ("point", "box", "scribble", "mask", "mixed")
@@ -53,6 +54,9 @@ class TrainConfig:
     dataset: str = ""  # "KIND:PATH", read by vrpsam.data.open_source
     fold: int = 0
     annotation: str = "mask"  # reference annotation simulated per episode: point|box|scribble|mask|mixed
+    # "mixed": relative weights of the annotation types drawn (e.g. {"box": 2}: box twice as often as each
+    # other type, unnamed ones weigh 1); empty: uniform
+    annotation_weights: dict[str, float] = field(default_factory=dict)
     shots: int = 1
     # optimisation (official recipe)
     epochs: int = 50
@@ -118,6 +122,7 @@ class TrainConfig:
         if not self.dataset or ":" not in self.dataset:
             raise InputError(f"dataset: expected KIND:PATH (e.g. yolo:/data/coco128-seg), got {self.dataset!r}")
         _choice("annotation", self.annotation, ANNOTATIONS)
+        self._validate_annotation_weights()
         _choice("select_on", self.select_on, SELECT_ON)
         _choice("device", self.device, DEVICES)
         _choice("preprocessing", self.preprocessing, PREPROCESSING)
@@ -159,6 +164,23 @@ class TrainConfig:
             raise InputError("prior_background_count: only the lite model has a prototype prior")
         if self.amp and self.device == "cpu":
             raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
+
+    def _validate_annotation_weights(self) -> None:
+        weights = self.annotation_weights
+        if not isinstance(weights, dict):
+            raise InputError(f"annotation_weights: expected a mapping of annotation type to weight, got {weights!r}")
+        if weights and self.annotation != "mixed":
+            raise InputError("annotation_weights: weigh the annotation types of --annotation mixed only")
+        for name, weight in weights.items():
+            _choice("annotation_weights", name, CONDITIONS)
+            if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight >= 0):
+                raise InputError(f"annotation_weights: {name}'s weight must be a non-negative number, got {weight!r}")
+        if weights and not sum(self.annotation_type_weights()):
+            raise InputError("annotation_weights: at least one annotation type needs a positive weight")
+
+    def annotation_type_weights(self) -> list[float]:
+        """The weight of each of :data:`vrpsam.data.simulate.CONDITIONS` in a mixed run, in that order."""
+        return [float(self.annotation_weights.get(name, 1.0)) for name in CONDITIONS]
 
     # ---- presets
 

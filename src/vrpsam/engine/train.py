@@ -244,11 +244,14 @@ def prototype_features(model: VRPSAM, size: int) -> Features:
 
 
 class MixedAnnotations(Dataset):
-    """Episodes whose annotation type is drawn per episode, uniformly over the four types, from a
-    generator seeded by ``(seed, epoch, index, 3)`` (official: a commented-out per-batch draw)."""
+    """Episodes whose annotation type is drawn per episode from a generator seeded by
+    ``(seed, epoch, index, 3)`` (official: a commented-out per-batch draw): uniformly over the four types,
+    or in proportion to ``weights`` (one per :data:`CONDITIONS` entry)."""
 
-    def __init__(self, datasets: dict[str, EpisodeDataset], episodes: Sequence[Episode], seed: int) -> None:
+    def __init__(self, datasets: dict[str, EpisodeDataset], episodes: Sequence[Episode], seed: int,
+                 weights: Sequence[float] | None = None) -> None:
         self.datasets, self.episodes, self.seed = datasets, episodes, seed
+        self.probabilities = None if weights is None else np.asarray(weights, dtype=np.float64) / sum(weights)
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -256,7 +259,9 @@ class MixedAnnotations(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         episode = self.episodes[i]
         rng = np.random.default_rng([self.seed, episode.epoch or 0, episode.index, 3])
-        return self.datasets[CONDITIONS[int(rng.integers(len(CONDITIONS)))]][i]
+        # The uniform draw stays rng.integers, so runs without weights keep their episodes.
+        drawn = rng.integers(len(CONDITIONS)) if self.probabilities is None else rng.choice(len(CONDITIONS), p=self.probabilities)
+        return self.datasets[CONDITIONS[int(drawn)]][i]
 
 
 def epoch_dataset(config: TrainConfig, source: Any, episodes: Sequence[Episode]) -> Dataset:
@@ -273,7 +278,8 @@ def epoch_dataset(config: TrainConfig, source: Any, episodes: Sequence[Episode])
                               seed=config.seed, augment=augment)
 
     if config.annotation == "mixed":
-        return MixedAnnotations({c: make(c) for c in CONDITIONS}, episodes, config.seed)
+        weights = config.annotation_type_weights() if config.annotation_weights else None
+        return MixedAnnotations({c: make(c) for c in CONDITIONS}, episodes, config.seed, weights)
     return make(config.annotation)
 
 
