@@ -21,13 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved_medians, markdown_table  # noqa: E402
 
 from vrpsam.data.sources import open_source  # noqa: E402
-from vrpsam.engine.calibrate import (  # noqa: E402
-    PRIOR_BIAS_OFFSETS,
-    PRIOR_SCALE_MULTIPLIERS,
-    SELF_SUPPORT_WEIGHTS,
-    calibrate_prior,
-    setting_name,
-)
+from vrpsam.engine.calibrate import calibrate_prior, prior_settings, setting_name  # noqa: E402
 from vrpsam.engine.evaluate import evaluate  # noqa: E402
 from vrpsam.vrp.build import build_lite  # noqa: E402
 
@@ -51,7 +45,7 @@ def main() -> None:
     trained = float(prior.scale.detach()), float(prior.bias.detach()), float(prior.self_support)
     source = open_source(f"yolo:{args.data}")
     options = dict(annotation=args.annotation, classes=list(CLASSES), episodes=args.episodes, progress=False)
-    settings = [(m, o, s) for s in SELF_SUPPORT_WEIGHTS for m in PRIOR_SCALE_MULTIPLIERS for o in PRIOR_BIAS_OFFSETS]
+    settings = prior_settings()
     measured: dict[str, dict[str, float]] = {}
 
     def per_setting() -> None:

@@ -36,6 +36,15 @@ PRIOR_BIAS_OFFSETS = (-2.0, 0.0, 2.0)
 SELF_SUPPORT_WEIGHTS = (0.0, 0.5)
 
 
+def prior_settings(
+    multipliers: Sequence[float] = PRIOR_SCALE_MULTIPLIERS,
+    offsets: Sequence[float] = PRIOR_BIAS_OFFSETS,
+    self_supports: Sequence[float] = SELF_SUPPORT_WEIGHTS,
+) -> list[tuple[float, float, float]]:
+    """Every (scale multiplier, bias offset, self-support weight) the calibration tries, in its order."""
+    return [(m, o, ss) for ss in self_supports for m in multipliers for o in offsets]
+
+
 def setting_name(multiplier: float, offset: float, self_support: float = 0.0) -> str:
     """``x2+4s0.5``: scale times 2, bias plus 4, self-support weight 0.5."""
     return f"x{multiplier:g}{offset:+g}s{self_support:g}"
@@ -84,7 +93,7 @@ def calibrate_prior(
     def use(multiplier: float, offset: float, self_support: float) -> None:
         prior.set_weights(trained_scale * multiplier, trained_bias + offset, self_support)
 
-    settings = [(m, o, ss) for ss in self_supports for m in multipliers for o in offsets]
+    settings = prior_settings(multipliers, offsets, self_supports)
 
     def predict(model: VRPSAM, query: torch.Tensor, supports: torch.Tensor,
                 annotations: torch.Tensor) -> dict[tuple[float, float, float], torch.Tensor]:

@@ -21,7 +21,7 @@ from typing import Any
 from ..data.simulate import CONDITIONS
 from ..errors import InputError
 
-ANNOTATIONS = ("point", "box", "scribble", "mask", "mixed")
+ANNOTATIONS = (*CONDITIONS, "mixed")
 SELECT_ON = ("val", "test")
 DEVICES = ("auto", "cpu", "cuda")
 PREPROCESSING = ("official", "standard")
