@@ -23,6 +23,7 @@ _FIELDS = {
     "dataset": "dataset", "fold": "fold", "annotation": "annotation", "shots": "shots", "epochs": "epochs",
     "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
     "iters_per_epoch": "iters_per_epoch", "max_iters": "max_iters", "overfit_episodes": "overfit_episodes",
+    "average_from": "average_from",
     "sam": "sam", "sam_checkpoint": "sam_checkpoint", "backbone": "backbone",
     "backbone_checkpoint": "backbone_checkpoint", "image_size": "image_size", "input_size": "input_size",
     "num_queries": "num_queries", "annotation_downsample": "annotation_downsample",
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--seed", type=int, help="episodes, annotations, initialisation (default 321)")
     optim.add_argument("--iters-per-epoch", type=int, help="default: training images / global batch")
     optim.add_argument("--max-iters", type=int, help="stop after N iterations in total (smoke runs)")
+    optim.add_argument("--average-from", type=int, metavar="ITER", help="keep the average of the weights after each iteration past ITER instead of the last ones (stochastic weight averaging; default off)")
     optim.add_argument("--overfit-episodes", type=int, metavar="N", help="debug: train on the same N episodes over and over")
     model = parser.add_argument_group("model")
     model.add_argument("--model-preset", choices=sorted(PRESETS), help="named model settings (tiny: random 128px SAM + ImageNet MobileNetV2, CPU-sized; lite: the small demo model, SAM-shaped parts trained from scratch on ImageNet MobileNetV2)")

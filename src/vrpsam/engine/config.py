@@ -67,6 +67,9 @@ class TrainConfig:
     iters_per_epoch: int | None = None  # None: the dataset's epoch (training episodes / global batch)
     max_iters: int | None = None  # stop after this many iterations in total (tests, smoke runs)
     overfit_episodes: int | None = None  # debug: train on epoch 0's first N episodes only, over and over
+    # the weights kept at the end are the equal average of those after each iteration past this one
+    # (stochastic weight averaging, torch.optim.swa_utils.AveragedModel); None: the last iteration's
+    average_from: int | None = None
     # augmentation (vrpsam.data.augment; all off by default, as the official recipe)
     augment: bool = False  # flips, scale/crop jitter, colour jitter
     augment_views: int = 0  # 0: fresh per draw; N: N fixed views per photo (frozen features reusable)
@@ -131,6 +134,8 @@ class TrainConfig:
         for name in ("iters_per_epoch", "max_iters", "overfit_episodes"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.average_from is not None and (not isinstance(self.average_from, int) or isinstance(self.average_from, bool) or self.average_from < 0):
+            raise InputError(f"average_from: expected an iteration (a non-negative integer), got {self.average_from!r}")
         for name in ("copy_paste", "zoom", "same_image"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value <= 1):

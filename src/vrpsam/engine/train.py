@@ -45,6 +45,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.augment import AugmentConfig, Augmenter, SameImageEpisodes
@@ -338,6 +339,7 @@ class Trainer:
         self.amp_dtype = _amp_dtype(config, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.cache = self._embedding_cache()
+        self.average = self._weight_average()
 
         self.iteration = 0
         self.best_miou: float | None = None
@@ -354,6 +356,15 @@ class Trainer:
         # Buffers are frozen (backbone BN statistics, SAM tables): no need to sync them every forward.
         no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_OPTIONS else {"broadcast_buffers": False}
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False, **no_sync)
+
+    def _weight_average(self) -> AveragedModel | None:
+        """The running mean of the trainable weights for ``average_from`` (None without it)."""
+        start = self.config.average_from
+        if start is None:
+            return None
+        if start >= self.total_iters:
+            raise InputError(f"average_from: {start} leaves no iteration to average; the run has {self.total_iters}")
+        return AveragedModel(self.model.trainable_modules())
 
     def _embedding_cache(self) -> EmbeddingCache | None:
         if self.config.embedding_cache is None:
@@ -435,10 +446,22 @@ class Trainer:
             self.optimizer.step()
         self.scheduler.step()
         self.iteration += 1
+        self._update_average()
         mean = distributed.all_reduce_sum(loss.float().reshape(1)).item() / self.world
         if not math.isfinite(mean):
             raise FloatingPointError(f"iteration {self.iteration}: loss is {mean}")
         return StepRecord(self.iteration, epoch, mean, lr)
+
+    def _update_average(self) -> None:
+        """Add this iteration's weights to the average; after the run's last iteration the model takes
+        the average, so its validation, calibration and ``last`` checkpoint are of the averaged weights."""
+        if self.average is None or self.iteration <= self.config.average_from:
+            return
+        self.average.update_parameters(self.model.trainable_modules())
+        if self.iteration == self.total_iters:
+            with torch.no_grad():
+                for live, mean in zip(self.trainable, self.average.module.parameters(), strict=True):
+                    live.copy_(mean)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -524,6 +547,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
+            "average": self.average.state_dict() if self.average else None,
             "rng": rng_state(),
             "elapsed": time.monotonic() - self.start_time,
         }
@@ -547,6 +571,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
         self.best_miou = state["best_miou"]
