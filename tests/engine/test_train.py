@@ -342,3 +342,44 @@ def test_mixed_annotations_draw_the_types_in_proportion_to_their_weights():
     # Without weights the draw is rng.integers, as before the option existed, so old runs keep their episodes.
     rng = np.random.default_rng([5, 0, 7, 3])
     assert MixedAnnotations(datasets, episodes, seed=5)[7] == names[int(rng.integers(4))]
+
+
+def test_weight_averaging_keeps_the_mean_of_the_iterations_past_average_from(tiny, tmp_path):
+    def steps(config):
+        """Losses and trainable weights after each of the run's 8 iterations, stepping by hand."""
+        trainer = Trainer(config, progress=False)
+        try:
+            losses, weights = [], []
+            for epoch in range(2):
+                for batch in trainer.batches(epoch):
+                    losses.append(trainer.step(batch).loss)
+                    weights.append([p.detach().clone() for p in trainer.trainable])
+            return losses, weights
+        finally:
+            trainer.close()
+
+    plain_losses, plain = steps(tiny(out_dir=str(tmp_path / "plain")))
+    averaged_losses, averaged = steps(tiny(out_dir=str(tmp_path / "averaged"), average_from=5))
+    assert averaged_losses == plain_losses  # the average never feeds back into training
+    for k in range(7):  # before the last iteration the model holds its own weights
+        assert all(torch.equal(a, b) for a, b in zip(averaged[k], plain[k]))
+    mean = [torch.stack([plain[k][i] for k in (5, 6, 7)]).mean(0) for i in range(len(plain[0]))]
+    assert all(torch.allclose(a, m, atol=1e-6) for a, m in zip(averaged[7], mean))
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(averaged[7], plain[7]))
+
+
+def test_weight_averaging_resumes_and_checks_its_iteration(tiny, tmp_path):
+    straight = train(tiny(out_dir=str(tmp_path / "a"), average_from=4), progress=False)
+    first = train(tiny(out_dir=str(tmp_path / "b"), average_from=4, max_iters=6), progress=False)
+    second = train(tiny(out_dir=str(tmp_path / "b"), average_from=4), resume=first.last, progress=False)
+    a, _ = load_vrp_checkpoint(straight.last)
+    b, _ = load_vrp_checkpoint(second.last)
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--model-preset", "tiny", "--dataset", "yolo:/data", "--out", "run", "--average-from", "300"]))
+    assert config.average_from == 300 and TrainConfig.from_json(config.to_json()).average_from == 300
+    with pytest.raises(InputError, match="average_from: 8 leaves no iteration to average; the run has 8"):
+        Trainer(tiny(average_from=8), progress=False)
+    with pytest.raises(InputError, match="average_from: expected an iteration"):
+        tiny(average_from=-1)
