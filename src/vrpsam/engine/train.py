@@ -547,7 +547,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
-            "average": self.average.state_dict() if self.average else None,
+            "average": self.average.state_dict() if self.average is not None else None,
             "rng": rng_state(),
             "elapsed": time.monotonic() - self.start_time,
         }
