@@ -32,9 +32,14 @@ Datasets (``--dataset``, repeatable; default: the three below, from ``../shared/
   the validation classes, see ``vrpsam.engine.calibrate``); ``heldout`` adds the validation classes;
   ``all`` takes every class.
 
+Next to them, lite − proto with its 95% interval over classes (:func:`vrpsam.engine.metrics.class_bootstrap_interval`:
+the classes resampled with replacement, the episodes kept): how much the margin could move with another
+draw of as many held-out classes. A dataset of one class has none.
+
 ``--json OUT.json``: ``{"results": {"copy": {A: miou}, "proto": {A: miou}, "lite": {A: miou}},
 "episodes": N, ...}`` for one dataset. With several datasets, "results" and "episodes" hold the first
-dataset's and "datasets" holds every dataset's (with per-episode means too).
+dataset's and "datasets" holds every dataset's (with per-episode means, per-class IoUs and
+``lite_minus_proto``: ``{A: {"miou": difference, "ci95": [low, high] or null}}``).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ from vrpsam.data import EpisodeDataset, collate_episodes, open_source, split_fol
 from vrpsam.data.base import SegmentationSource, binary_foreground, read_mask
 from vrpsam.data.episodes import Episode
 from vrpsam.engine.evaluate import build_episodes
-from vrpsam.engine.metrics import IoUAccumulator, episode_areas
+from vrpsam.engine.metrics import IoUAccumulator, class_bootstrap_interval, episode_areas
 from vrpsam.errors import DataError, InputError
 from vrpsam.vrp.build import LITE_WEIGHTS, build_model
 from vrpsam.vrp.checkpoint import load_vrp_checkpoint
@@ -189,8 +194,8 @@ def to_original(scores: torch.Tensor, size: tuple[int, int], method: str) -> tor
     return F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0, 0] > 0
 
 
-def run_dataset(model, source, episodes, annotation: str, seed: int, batch_size: int) -> dict[str, dict[str, float]]:
-    """{method: {"miou": .., "episode_iou": ..}} for one annotation type."""
+def run_dataset(model, source, episodes, annotation: str, seed: int, batch_size: int) -> dict[str, dict]:
+    """{method: {"miou": .., "episode_iou": .., "class_iou": {class id: IoU}}} for one annotation type."""
     classes = sorted({e.class_id for e in episodes})
     accumulators = {m: IoUAccumulator(classes) for m in METHODS}
     per_episode: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -206,7 +211,24 @@ def run_dataset(model, source, episodes, annotation: str, seed: int, batch_size:
                 accumulators[method].update(pred, gt, class_id)
                 areas = episode_areas(pred, gt)
                 per_episode[method].append(float(areas[1] / areas[3].clamp(min=1.0)) * 100.0 if areas[3] > 0 else 100.0)
-    return {m: {"miou": accumulators[m].miou(), "episode_iou": float(np.mean(per_episode[m]))} for m in METHODS}
+    return {m: {"miou": accumulators[m].miou(), "episode_iou": float(np.mean(per_episode[m])),
+                "class_iou": accumulators[m].per_class()} for m in METHODS}
+
+
+def margin(results: dict[str, dict]) -> dict:
+    """lite − proto mIoU and its 95% class-bootstrap interval (None with one class)."""
+    lite, proto = results["lite"]["class_iou"], results["proto"]["class_iou"]
+    classes = sorted(lite)
+    interval = None
+    if len(classes) >= 2:
+        interval = class_bootstrap_interval([lite[c] for c in classes], [proto[c] for c in classes])
+    return {"miou": results["lite"]["miou"] - results["proto"]["miou"], "ci95": interval}
+
+
+def show_margin(value: dict) -> str:
+    interval = value["ci95"]
+    spread = f"[{interval[0]:+5.1f}, {interval[1]:+5.1f}]" if interval else "(one class)"
+    return f"   {value['miou']:+5.1f} {spread}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,12 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.monotonic() - start
         classes = len({e.class_id for e in episodes})
         print(f"\n{spec}\n  {len(episodes)} episodes, {classes} classes ({note}); {seconds:.0f} s")
-        print("  annotation |" + "".join(f" {m:>14}" for m in METHODS) + "   (mIoU / mean episode IoU, %)")
+        margins = {a: margin(results[a]) for a in annotations}
+        print("  annotation |" + "".join(f" {m:>14}" for m in METHODS) + "   lite - proto [95% over classes]"
+              "   (mIoU / mean episode IoU, %)")
         for a in annotations:
-            print(f"  {a:10} |" + "".join(f"   {results[a][m]['miou']:5.1f} / {results[a][m]['episode_iou']:5.1f}" for m in METHODS))
+            print(f"  {a:10} |" + "".join(f"   {results[a][m]['miou']:5.1f} / {results[a][m]['episode_iou']:5.1f}" for m in METHODS)
+                  + show_margin(margins[a]))
         report["datasets"][spec] = {
             "results": {m: {a: round(results[a][m]["miou"], 2) for a in annotations} for m in METHODS},
             "episode_iou": {m: {a: round(results[a][m]["episode_iou"], 2) for a in annotations} for m in METHODS},
+            "class_iou": {m: {a: {str(c): round(v, 2) for c, v in results[a][m]["class_iou"].items()} for a in annotations}
+                          for m in METHODS},
+            "lite_minus_proto": {a: {"miou": round(v["miou"], 2), "ci95": None if v["ci95"] is None else [round(x, 2) for x in v["ci95"]]}
+                                 for a, v in margins.items()},
             "episodes": len(episodes),
             "classes": classes,
             "episode_rule": note,

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy.py"
@@ -48,3 +49,27 @@ def test_contract_json_on_a_davis_folder(shared, tmp_path):
     # The cat fills much of every frame: both matching methods find most of it from a box.
     assert scores["proto"] > 30 and scores["lite"] > 30, scores
     assert "first annotated frame" in done.stdout
+    # One object is one class: its margin over proto has no interval over classes.
+    (dataset,) = report["datasets"].values()
+    assert dataset["lite_minus_proto"]["box"]["ci95"] is None
+    assert dataset["lite_minus_proto"]["box"]["miou"] == pytest.approx(scores["lite"] - scores["proto"], abs=0.011)
+    assert "(one class)" in done.stdout
+
+
+def test_margin_over_proto_has_an_interval_over_classes(shared, tmp_path):
+    weights, photos = shared("assets/weights/mobilenet_v2"), shared("assets/data/persam-examples")
+    out = tmp_path / "out.json"
+    env = {**os.environ, "VRPSAM_WEIGHTS": str(weights), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(SCRIPT), "--dataset", f"persam:{photos}", "--annotation", "mask", "--json", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    (dataset,) = json.loads(out.read_text())["datasets"].values()
+    assert dataset["classes"] == 3
+    margin = dataset["lite_minus_proto"]["mask"]
+    low, high = margin["ci95"]
+    assert low <= margin["miou"] <= high
+    # The interval is over the three classes' own differences, which it cannot leave.
+    differences = [dataset["class_iou"]["lite"]["mask"][c] - dataset["class_iou"]["proto"]["mask"][c]
+                   for c in dataset["class_iou"]["lite"]["mask"]]
+    assert min(differences) - 0.02 <= low and high <= max(differences) + 0.02

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vrpsam.engine.metrics import IoUAccumulator, episode_areas
+from vrpsam.engine.metrics import IoUAccumulator, class_bootstrap_interval, episode_areas
 from vrpsam.errors import InputError
 
 
@@ -91,3 +91,34 @@ def test_bad_inputs_raise_input_error():
         IoUAccumulator([1, 1])
     with pytest.raises(InputError, match="different classes"):
         acc.merge(IoUAccumulator([2]))
+
+
+def test_bootstrap_interval_of_a_constant_difference_is_that_difference():
+    first = [10.0, 40.0, 70.0, 25.0]
+    assert class_bootstrap_interval(first, first) == (0.0, 0.0)
+    low, high = class_bootstrap_interval([x + 3 for x in first], first)
+    assert low == pytest.approx(3.0) and high == pytest.approx(3.0)
+
+
+def test_bootstrap_interval_by_hand_for_two_classes():
+    # Differences 0 and 10: a resample's mean is 0, 5 or 10 with probabilities 1/4, 1/2, 1/4.
+    assert class_bootstrap_interval([50.0, 30.0], [50.0, 20.0]) == (0.0, 10.0)
+    assert class_bootstrap_interval([50.0, 30.0], [50.0, 20.0], level=0.4) == (5.0, 5.0)
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_difference():
+    rng = np.random.default_rng(1)
+    first, second = rng.uniform(0, 60, 17), rng.uniform(0, 60, 17)
+    low, high = class_bootstrap_interval(first, second)
+    assert low < (first - second).mean() < high
+    assert class_bootstrap_interval(first, second) == (low, high)
+    assert class_bootstrap_interval(first, second, seed=2) != (low, high)
+
+
+@pytest.mark.parametrize("first, second, options", [
+    ([1.0, 2.0], [1.0], {}), ([1.0], [1.0], {}), ([1.0, 2.0], [1.0, 2.0], {"level": 1.0}),
+    ([1.0, 2.0], [1.0, 2.0], {"resamples": 0}),
+])
+def test_bootstrap_interval_rejects_bad_input(first, second, options):
+    with pytest.raises(InputError, match="bootstrap"):
+        class_bootstrap_interval(first, second, **options)
