@@ -48,11 +48,26 @@ def checkpoint_paths(out_dir: str | os.PathLike, name: str) -> CheckpointPaths:
     return CheckpointPaths(model=folder / f"{name}{MODEL_SUFFIX}", state=folder / f"{name}{STATE_SUFFIX}")
 
 
-def code_version() -> dict[str, str | None]:
-    """``vrpsam.__version__`` and, when the package runs from a git checkout, its commit (else None)."""
+def code_version() -> dict[str, Any]:
+    """``vrpsam.__version__``, its git commit when the package runs from a checkout (else None), and what
+    else a CPU run's exact numbers depend on: Python, torch, NumPy and Pillow versions and torch's thread
+    count. The same seed, code and threads gave lite's training losses differing in the seventh digit
+    in another session's environment."""
+    import platform
+
+    import PIL
+
     from .. import __version__
 
-    return {"vrpsam": __version__, "git_commit": _git_commit()}
+    return {
+        "vrpsam": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _git_commit() -> str | None:
