@@ -129,6 +129,7 @@ def test_checkpoints_validation_and_eval_cli(tiny, tmp_path, capsys):
     # What a CPU run's exact numbers depend on besides the code and the seed.
     assert metadata["code_version"]["torch"] == torch.__version__ and metadata["code_version"]["numpy"] == np.__version__
     assert metadata["code_version"]["torch_threads"] == torch.get_num_threads() and metadata["code_version"]["pillow"]
+    assert metadata["code_version"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert TrainConfig.from_json(tmp_path / "run" / "config.json") == config
     state = load_training_state(result.last)
     assert state["iteration"] == 2 and set(state["rng"]) >= {"python", "numpy", "torch"}

@@ -50,9 +50,10 @@ def checkpoint_paths(out_dir: str | os.PathLike, name: str) -> CheckpointPaths:
 
 def code_version() -> dict[str, Any]:
     """``vrpsam.__version__``, its git commit when the package runs from a checkout (else None), and what
-    else a CPU run's exact numbers depend on: Python, torch, NumPy and Pillow versions and torch's thread
-    count. The same seed, code and threads gave lite's training losses differing in the seventh digit
-    in another session's environment."""
+    else a CPU run's exact numbers depend on: Python, torch, NumPy and Pillow versions, torch's thread
+    count and the CPU instruction set its kernels were chosen for (AVX2, AVX512...). The same seed, code
+    and threads gave lite's training losses differing in the seventh digit in another session's
+    environment."""
     import platform
 
     import PIL
@@ -67,6 +68,7 @@ def code_version() -> dict[str, Any]:
         "numpy": np.__version__,
         "pillow": PIL.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
