@@ -227,7 +227,7 @@ def margin(results: dict[str, dict]) -> dict:
 
 def show_margin(value: dict) -> str:
     interval = value["ci95"]
-    spread = f"[{interval[0]:+5.1f}, {interval[1]:+5.1f}]" if interval else "(one class)"
+    spread = f"[{interval[0]:+5.1f}, {interval[1]:+5.1f}]" if interval is not None else "(one class)"
     return f"   {value['miou']:+5.1f} {spread}"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import platform
 import random
 import subprocess
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
+import PIL
 import torch
 
 from ..errors import CheckpointError
@@ -54,10 +56,6 @@ def code_version() -> dict[str, Any]:
     count and the CPU instruction set its kernels were chosen for (AVX2, AVX512...). The same seed, code
     and threads gave lite's training losses differing in the seventh digit in another session's
     environment."""
-    import platform
-
-    import PIL
-
     from .. import __version__
 
     return {
