@@ -7,6 +7,8 @@ import io
 import json
 import secrets
 import tempfile
+import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -249,3 +251,67 @@ def test_job_store_keeps_the_newest_jobs_only(tmp_path):
     assert store.path(ids[2], "mask", 1) == tmp_path / ids[2] / "mask-1.png"
     assert store.path(ids[2], "mask", 2) is None and store.path("../" + ids[2], "mask", 1) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ids[1:])
+
+
+class HeldPredictor:
+    """A predictor that stops inside ``predict_batch`` until the test releases it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.entered, self.release = inner, threading.Event(), threading.Event()
+
+    def set_reference(self, *args, **kwargs):
+        self.inner.set_reference(*args, **kwargs)
+
+    def predict_batch(self, images):
+        self.entered.set()
+        assert self.release.wait(60)
+        return self.inner.predict_batch(images)
+
+
+def test_stopping_waits_for_the_request_in_progress_then_removes_the_folder(tiny_model, tmp_path, monkeypatch):
+    from vrpsam.app.server import AppConfig, open_server, url_of
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where open_server makes its folder
+    predictor = HeldPredictor(VRPPredictor(tiny_model))
+    opened = open_server(predictor, port=0, config=AppConfig(model_name="held"))
+    server = opened.__enter__()
+    (folder,) = tmp_path.glob("vrpsam-app-*")
+    base = url_of(server).rstrip("/")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with ThreadPoolExecutor(2) as pool:
+        reply = pool.submit(post_segment, base, fields({"kind": "box", "box": [8, 6, 50, 40]}))
+        assert predictor.entered.wait(60)
+        server.shutdown()
+        stopped = pool.submit(opened.__exit__, None, None, None)
+        try:
+            deadline = time.monotonic() + 60
+            while server.socket.fileno() != -1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with pytest.raises(ConnectionRefusedError):  # no longer listening
+                request(base, "GET", "/api/info")
+            time.sleep(0.2)
+            assert not stopped.done() and folder.is_dir()
+        finally:
+            predictor.release.set()
+        assert reply.result(timeout=60).status == 200  # its masks were written before the folder went
+        stopped.result(timeout=60)
+    assert not folder.exists()
+
+
+def test_a_request_counts_until_its_reply_is_closed_and_none_is_served_after_closing():
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    from vrpsam.app.server import RequestsInProgress
+
+    counts = []
+    in_progress = RequestsInProgress(lambda environ, start: (counts.append(in_progress.count), Response("ok")(environ, start))[1])
+    client = Client(in_progress)
+    reply = client.get("/")
+    assert reply.status_code == 200 and counts == [1]
+    assert in_progress.count == 1  # until the server has sent the reply and closed it
+    reply.close()
+    assert in_progress.count == 0
+    in_progress.close_and_wait()  # nothing in progress: returns at once
+    reply = client.get("/")
+    assert reply.status_code == 503 and reply.json == {"error": "the app is stopping"} and counts == [1]

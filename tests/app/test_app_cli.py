@@ -50,7 +50,8 @@ def test_starts_on_loopback_prints_url_and_removes_its_folder_on_stop(tmp_path):
         folders = list(tmp_path.glob("vrpsam-app-*"))
         assert len(folders) == 1 and folders[0].is_dir()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        code = process.wait(timeout=30)
+        assert code == 0, f"exit {code}: {process.stderr.read()}"
         assert not folders[0].exists()
     finally:
         if process.poll() is None:

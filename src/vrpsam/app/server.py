@@ -39,6 +39,7 @@ from typing import Any, Iterator
 from flask import Flask, Response, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wsgi import ClosingIterator
 
 from ..errors import InputError
 from .jobs import JobStore
@@ -166,24 +167,72 @@ def create_app(predictor: Any, workdir: Path, config: AppConfig = AppConfig(),
     return app
 
 
+class RequestsInProgress:
+    """WSGI middleware that counts requests from their arrival until their reply is fully sent.
+
+    Why: a request runs in a daemon thread of Werkzeug's server. Were the process to exit while one is
+    segmenting, its client would get a dropped connection, and the interpreter would end under a running
+    torch thread (``terminate called without an active exception``, SIGABRT). :func:`open_server` calls
+    :meth:`close_and_wait` before it removes the app's folder.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._count = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def __call__(self, environ: dict, start_response: Any) -> Any:
+        with self._changed:
+            if self._closed:  # a connection accepted just before the server stopped listening
+                return Response('{"error": "the app is stopping"}', 503, mimetype="application/json")(
+                    environ, start_response)
+            self._count += 1
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._finished()
+            raise
+        return ClosingIterator(body, [self._finished])  # the server closes it once the reply is sent
+
+    def _finished(self) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._changed:
+            return self._count
+
+    def close_and_wait(self) -> None:
+        """Refuse new requests (503), then block until none is in progress (a signal's exception interrupts)."""
+        with self._changed:
+            self._closed = True
+            self._changed.wait_for(lambda: self._count == 0)
+
+
 @contextmanager
 def open_server(predictor: Any, *, host: str = "127.0.0.1", port: int = 7860,
                 config: AppConfig = AppConfig()) -> Iterator[BaseWSGIServer]:
-    """A bound, not yet serving, threaded server with its own temporary folder, removed on exit.
+    """A bound, not yet serving, threaded server with its own temporary folder.
 
     Call ``serve_forever()`` on it (``shutdown()`` from another thread stops it); ``server.port`` is
-    the bound port, useful with ``port=0``.
+    the bound port, useful with ``port=0``. On exit it stops listening, waits for the requests in
+    progress (``server.app``, a :class:`RequestsInProgress`) to send their replies, then removes its
+    folder; an exception during that wait (a second Ctrl-C) still removes the folder.
     """
     workdir = Path(tempfile.mkdtemp(prefix="vrpsam-app-"))
     try:
         # Werkzeug compares host names without the port, which IPv6 literals do not survive: IPv4 only.
         trusted = sorted({host, "127.0.0.1", "localhost"}) if is_loopback(host) and ":" not in host else None
-        app = create_app(predictor, workdir, config, trusted_hosts=trusted)
-        server = make_server(host, port, app, threaded=True)
+        in_progress = RequestsInProgress(create_app(predictor, workdir, config, trusted_hosts=trusted))
+        server = make_server(host, port, in_progress, threaded=True)
         try:
             yield server
         finally:
             server.server_close()
+            in_progress.close_and_wait()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -5,12 +5,14 @@
     vrpsam app --method training-free --sam vit_b [--sam-checkpoint PATH_OR_NAME] ...
 
 The model flags are those of ``vrpsam segment``. The model is built once, before the server starts;
-results live in a temporary folder that is removed when the app stops (Ctrl-C or SIGTERM).
+results live in a temporary folder that is removed when the app stops (Ctrl-C or SIGTERM), once the
+requests in progress have replied (a second Ctrl-C stops at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -62,12 +64,24 @@ def run(args: argparse.Namespace) -> int:
     name = _describe(args, method)
     config = AppConfig(max_upload_mb=args.max_upload_mb, max_pixels=int(args.max_pixels), model_name=name)
     signal.signal(signal.SIGTERM, _stop)
-    with open_server(predictor, host=args.host, port=args.port, config=config) as server:
-        where = "this computer only" if is_loopback(args.host) else "OTHER MACHINES TOO: anyone who can reach this address"
-        print(f"vrpsam app: model {name} on {args.device}; listening on {args.host}, reachable from {where}", flush=True)
-        print(f"open {url_of(server)} in a browser (Ctrl-C stops the app)", flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            print("vrpsam app: stopped", file=sys.stderr)
+    stopping = False
+    try:
+        with open_server(predictor, host=args.host, port=args.port, config=config) as server:
+            where = "this computer only" if is_loopback(args.host) else "OTHER MACHINES TOO: anyone who can reach this address"
+            print(f"vrpsam app: model {name} on {args.device}; listening on {args.host}, reachable from {where}", flush=True)
+            print(f"open {url_of(server)} in a browser (Ctrl-C stops the app)", flush=True)
+            server.serve_forever()  # Werkzeug's returns on KeyboardInterrupt (Ctrl-C, or SIGTERM by _stop)
+            stopping = True
+            if busy := server.app.count:
+                print(f"vrpsam app: stopping once the {busy} request(s) in progress have replied "
+                      "(Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        if not stopping:
+            raise
+        # A second signal while requests finish: a torch thread may still be running, and an interpreter
+        # exit under one aborts the process, so leave at once; open_server has removed the folder.
+        print("vrpsam app: stopped at once, requests unfinished", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
+    print("vrpsam app: stopped", file=sys.stderr)
     return 0
