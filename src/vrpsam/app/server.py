@@ -15,7 +15,7 @@ temporary folder, under server-made names (see :mod:`vrpsam.app.jobs`); one mode
 used under a lock from ``set_reference`` (which replaces the previous references) to the last mask, so
 concurrent requests never mix references.
 
-API (JSON errors are ``{"error": "<one line>"}`` with a 4xx status):
+API (JSON errors are ``{"error": "<one line>"}`` with a 4xx status, or 503 once the app is stopping):
 
 - ``GET /api/info`` -> ``{"model", "max_upload_mb", "max_pixels", "max_targets"}``
 - ``POST /api/segment``, multipart: ``reference`` (image file), ``annotation`` (JSON, see
