@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 
 from vrpsam.engine import calibrate as calibrate_module
-from vrpsam.engine.calibrate import calibrate_prior, setting_name
+from vrpsam.engine.calibrate import apply_prior_setting, calibrate_prior, setting_name
 from vrpsam.errors import InputError
 from vrpsam.vrp.proto import PrototypePrior
 
@@ -71,3 +71,17 @@ def test_ties_go_to_the_smallest_change(monkeypatch):
 def test_a_model_without_a_prior_is_an_input_error():
     with pytest.raises(InputError, match="calibrate_prior: the model has no prototype prior"):
         calibrate_prior(SimpleNamespace(prior=None), "source", annotations=["mask"])
+
+
+def test_a_given_setting_is_applied_to_the_trained_weights_without_measuring():
+    model = _model(scale=10.0, bias=0.5)
+    chosen = apply_prior_setting(model, "x2-2s0.5")
+    assert (chosen.multiplier, chosen.bias_offset, chosen.self_support) == (2.0, -2.0, 0.5)
+    assert (chosen.trained_scale, chosen.trained_bias) == (10.0, 0.5)
+    assert model.prior.scale.item() == pytest.approx(20.0) and model.prior.bias.item() == pytest.approx(-1.5)
+    assert model.prior.self_support.item() == 0.5 and model.encodings == 0
+    assert chosen.val_miou == {} and chosen.annotations == () and chosen.episodes == 0
+    with pytest.raises(InputError, match="prior_setting: the model has no prototype prior"):
+        apply_prior_setting(SimpleNamespace(prior=None), "x2-2s0.5")
+    with pytest.raises(InputError, match="prior_setting: expected xSCALE"):
+        apply_prior_setting(_model(), "twice")

@@ -284,6 +284,38 @@ def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
     assert float(load_vrp_checkpoint(again.last)[0]["prior.scale"]) == pytest.approx(chosen["scale"])
 
 
+def test_training_on_every_class_sets_the_given_prior_setting_without_validating(tiny, tmp_path, monkeypatch):
+    # The final run of a recipe: the held-out run's validation classes train too, and the prior takes the
+    # setting that run chose (here x2-2s0.5) instead of a search, which would need validation classes.
+    config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "epochs": 1, "iters_per_epoch": 1,
+                                                "batch_size": 1, "select_on": "none", "prior_setting": "x2-2s0.5",
+                                                "ignore_held_out": True})
+    held_out_run = TrainConfig.from_dict({**config.to_dict(), "select_on": "val", "prior_setting": None})
+    monkeypatch.setattr("vrpsam.engine.train.calibrate_prior", lambda *a, **k: pytest.fail("searched the prior"))
+    trainer = Trainer(config, progress=False)
+    try:
+        data, validation_run = trainer.data, Trainer(held_out_run, progress=False)
+        try:
+            held = validation_run.data
+            assert set(data.train.classes) == set(held.train.classes) | set(held.validation_classes)
+            # only the test fold's pixels are left out of the loss now
+            assert set(data.train._ignored) == set(data.train.base.classes) - set(data.train.classes)
+        finally:
+            validation_run.close()
+        assert data.validation is None and data.validation_classes == ()
+        result = trainer.run()
+    finally:
+        trainer.close()
+    chosen = result.calibration
+    assert (chosen["multiplier"], chosen["bias_offset"], chosen["self_support"]) == (2.0, -2.0, 0.5)
+    assert chosen["val_miou"] == {} and chosen["episodes"] == 0 and result.validations == []
+    weights, metadata = load_vrp_checkpoint(result.last)
+    assert float(weights["prior.scale"]) == pytest.approx(2 * chosen["trained_scale"])
+    assert float(weights["prior.bias"]) == pytest.approx(chosen["trained_bias"] - 2)
+    assert float(weights["prior.self_support"]) == 0.5 and metadata["prior_calibration"] == chosen
+    assert [r["kind"] for r in read_log(tmp_path / "run" / "log.csv")] == ["train"]
+
+
 def test_official_recipe_never_trains_on_random_weights(tmp_path):
     config = TrainConfig(dataset="yolo:/data", backbone_checkpoint="resnet50_v2.pth")
     assert config.sam_checkpoint == "official"  # SAM's official file, found through the registry
@@ -301,6 +333,28 @@ def test_ignore_held_out_and_calibration_episodes_options_set_the_config():
     assert config_from_args(parser.parse_args(base)).calibration_episodes == 0
     with pytest.raises(InputError, match="calibration_episodes: expected a non-negative integer, got -1"):
         config_from_args(parser.parse_args(base + ["--calibration-episodes", "-1"]))
+
+
+def test_train_on_all_classes_and_prior_setting_options_set_the_config():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--model-preset", "lite", "--dataset", "yolo:/data", "--out", "run"]
+    config = config_from_args(parser.parse_args(base + ["--train-on-all-classes", "--prior-setting", "x2-2s0.5"]))
+    assert (config.select_on, config.validate_every, config.prior_setting) == ("none", 0, "x2-2s0.5")
+    assert config_from_args(parser.parse_args(base)).prior_setting is None
+    with pytest.raises(InputError, match="select_on: 'none' holds no classes out"):
+        config_from_args(parser.parse_args(base + ["--train-on-all-classes", "--validate-every", "3"]))
+    with pytest.raises(InputError, match="select_on: 'none' holds no classes out"):
+        config_from_args(parser.parse_args(base + ["--train-on-all-classes", "--calibrate-prior"]))
+    with pytest.raises(InputError, match="--train-on-all-classes: give either it or --select-on-test"):
+        config_from_args(parser.parse_args(base + ["--train-on-all-classes", "--select-on-test"]))
+    with pytest.raises(InputError, match=r"prior_setting: expected xSCALE±BIASsWEIGHT .* got 'x2s0.5'"):
+        config_from_args(parser.parse_args(base + ["--prior-setting", "x2s0.5"]))
+    with pytest.raises(InputError, match="prior_setting: only for the lite model, and not with calibrate_prior"):
+        config_from_args(parser.parse_args(base + ["--prior-setting", "x2-2s0.5", "--calibrate-prior"]))
+    tiny = ["--model-preset", "tiny", "--dataset", "yolo:/data", "--out", "run"]
+    with pytest.raises(InputError, match="prior_setting: only for the lite model"):
+        config_from_args(parser.parse_args(tiny + ["--prior-setting", "x2-2s0.5"]))
 
 
 def test_annotation_weights_option_sets_the_mix_and_reports_bad_items():

@@ -32,7 +32,7 @@ _FIELDS = {
     "device": "device", "workers": "workers", "out": "out_dir", "embedding_cache": "embedding_cache",
     "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste", "zoom": "zoom",
     "same_image": "same_image", "pseudo_classes": "pseudo_classes", "prior_self_support": "prior_self_support",
-    "prior_background_count": "prior_background_count",
+    "prior_background_count": "prior_background_count", "prior_setting": "prior_setting",
 }  # fmt: skip
 
 
@@ -76,9 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--prior-background-count", type=int, metavar="K", help="lite: background prototypes of the prior, k-means of the reference's background (default 1)")
     val = parser.add_argument_group("validation")
     val.add_argument("--select-on-test", action="store_true", help="pick the best epoch on the test fold (paper protocol) instead of held-out training classes")
+    val.add_argument("--train-on-all-classes", action="store_true", help="hold no validation classes out: every training class of the fold trains, and nothing validates (the final run of a recipe chosen on held-out classes; with lite, give its --prior-setting)")
     val.add_argument("--val-episodes", type=int, help="episodes per validation pass (default 1000)")
     val.add_argument("--validate-every", type=int, metavar="EPOCHS", help="0 = never (default 1)")
     val.add_argument("--calibrate-prior", action="store_true", help="lite: after the last step, weight the prototype prior by validation mIoU")
+    val.add_argument("--prior-setting", metavar="xS±BsW", help="lite: after the last step, set the prior to this setting of --calibrate-prior's (e.g. x2-2s0.5: trained scale x2, bias -2, self-support 0.5) without searching")
     val.add_argument("--calibration-episodes", type=int, metavar="N", help="episodes per annotation type and setting of --calibrate-prior (default: --val-episodes)")
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder: checkpoints, config.json, log.csv")
@@ -99,8 +101,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {field: getattr(args, option) for option, field in _FIELDS.items() if getattr(args, option) is not None}
     if args.annotation_weights is not None:
         given["annotation_weights"] = _annotation_weights(args.annotation_weights)
+    if args.select_on_test and args.train_on_all_classes:
+        raise InputError("--train-on-all-classes: give either it or --select-on-test, not both")
     if args.select_on_test:
         given["select_on"] = "test"
+    if args.train_on_all_classes:
+        given["select_on"] = "none"
+        given.setdefault("validate_every", 0)
     if args.amp:
         given["amp"] = True
     if args.augment:
@@ -159,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"best checkpoint: {result.best} ({config.select_on} mIoU {result.best_miou:.2f})")
         if result.calibration is not None:
             chosen = result.calibration
+            measured = f"validation mIoU {chosen['val_miou']}" if chosen["val_miou"] else "as given, not measured"
             print(f"prior of the last checkpoint: scale {chosen['scale']:.2f}, bias {chosen['bias']:.2f} "
-                  f"({setting_name(chosen['multiplier'], chosen['bias_offset'], chosen['self_support'])} of the trained ones; validation mIoU {chosen['val_miou']})")
+                  f"({setting_name(chosen['multiplier'], chosen['bias_offset'], chosen['self_support'])} of the trained ones; {measured})")
         print(f"log: {result.out_dir / 'log.csv'}")
     return 0

@@ -17,7 +17,8 @@ types (ties go to the smaller change), and leaves the model with it. The choice 
 more episodes than following one run's progress: ``TrainConfig.calibration_episodes``. The prior acts
 after the encoders, so each episode is encoded once and decoded under every setting
 (:func:`vrpsam.engine.evaluate.evaluate_variants`). Deterministic, and identical on every rank under
-``torchrun`` (the evaluation all-reduces its counts).
+``torchrun`` (the evaluation all-reduces its counts). :func:`apply_prior_setting` sets one setting
+chosen before, with no validation: the final run of a recipe that trains on every class.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from ..errors import InputError
 from ..vrp.model import VRPSAM
+from .config import parse_setting_name, setting_name
 from .evaluate import evaluate_variants
 
 PRIOR_SCALE_MULTIPLIERS = (1.0, 2.0, 4.0)
@@ -43,11 +45,6 @@ def prior_settings(
 ) -> list[tuple[float, float, float]]:
     """Every (scale multiplier, bias offset, self-support weight) the calibration tries, in its order."""
     return [(m, o, ss) for ss in self_supports for m in multipliers for o in offsets]
-
-
-def setting_name(multiplier: float, offset: float, self_support: float = 0.0) -> str:
-    """``x2+4s0.5``: scale times 2, bias plus 4, self-support weight 0.5."""
-    return f"x{multiplier:g}{offset:+g}s{self_support:g}"
 
 
 @dataclass
@@ -85,9 +82,7 @@ def calibrate_prior(
     :func:`vrpsam.engine.evaluate.evaluate_variants`, once per annotation type (``classes``, ``episodes``,
     ``seed``...: the validation episodes), which scores every setting on each episode from one encoding.
     Returns what was measured."""
-    if model.prior is None:
-        raise InputError("calibrate_prior: the model has no prototype prior (only lite has one)")
-    prior = model.prior
+    prior = _prior_of(model, "calibrate_prior")
     trained_scale, trained_bias = float(prior.scale.detach()), float(prior.bias.detach())
 
     def use(multiplier: float, offset: float, self_support: float) -> None:
@@ -126,6 +121,35 @@ def calibrate_prior(
         val_miou=_named(results),
         val_miou_by_annotation={annotation: _named(mious) for annotation, mious in measured.items()},
     )
+
+
+def apply_prior_setting(model: VRPSAM, name: str) -> PriorCalibration:
+    """Set ``model.prior`` to the :func:`setting_name` ``name`` of its trained weights, without
+    measuring anything: a setting chosen elsewhere, e.g. by a run that held validation classes out
+    (``TrainConfig.prior_setting``). Returns it as a calibration that tried nothing else."""
+    multiplier, offset, self_support = parse_setting_name(name, source="prior_setting")
+    prior = _prior_of(model, "prior_setting")
+    trained_scale, trained_bias = float(prior.scale.detach()), float(prior.bias.detach())
+    prior.set_weights(trained_scale * multiplier, trained_bias + offset, self_support)
+    return PriorCalibration(
+        trained_scale=trained_scale,
+        trained_bias=trained_bias,
+        scale=float(prior.scale.detach()),
+        bias=float(prior.bias.detach()),
+        multiplier=multiplier,
+        bias_offset=offset,
+        self_support=self_support,
+        annotations=(),
+        episodes=0,
+        val_miou={},
+        val_miou_by_annotation={},
+    )
+
+
+def _prior_of(model: VRPSAM, caller: str):
+    if model.prior is None:
+        raise InputError(f"{caller}: the model has no prototype prior (only lite has one)")
+    return model.prior
 
 
 def _named(mious: dict[tuple[float, float, float], float]) -> dict[str, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from ..data.simulate import CONDITIONS
 from ..errors import InputError
 
 ANNOTATIONS = (*CONDITIONS, "mixed")
-SELECT_ON = ("val", "test")
+SELECT_ON = ("val", "test", "none")
 DEVICES = ("auto", "cpu", "cuda")
 PREPROCESSING = ("official", "standard")
 TINY_SAM = "tiny"  # a seeded random 2-block ViT SAM (see vrpsam.vrp.build.build_tiny_sam), for tests
@@ -94,7 +95,9 @@ class TrainConfig:
     annotation_downsample: str = "nearest"
     preprocessing: str = "official"
     # validation and model selection
-    select_on: str = "val"  # "val": held-out classes/images of the training split; "test": the fold (paper protocol)
+    # "val": held-out classes of the training split; "test": the fold (paper protocol); "none": nothing held
+    # out, every training class trains (the final run of a recipe chosen on held-out classes: no validation)
+    select_on: str = "val"
     val_episodes: int = 1000
     validate_every: int = 1  # epochs; 0 = never (the last checkpoint only)
     # after the last step, weight lite's prototype prior by validation mIoU (vrpsam.engine.calibrate)
@@ -102,6 +105,9 @@ class TrainConfig:
     # validation episodes per annotation type and setting of that calibration; 0: val_episodes. A choice
     # among 18 settings needs more episodes than tracking one model's progress does
     calibration_episodes: int = 0
+    # instead of calibrate_prior's search, this setting of it (vrpsam.engine.calibrate.setting_name, e.g.
+    # "x2-2s0.5": the trained scale times 2, its bias minus 2, self-support 0.5), e.g. one a held-out run chose
+    prior_setting: str | None = None
     # lite: the prior's self-support weight during training (vrpsam.vrp.proto.self_support_scores)
     prior_self_support: float = 0.0
     # lite: background prototypes of the prior (vrpsam.vrp.proto.background_prototypes); an architecture
@@ -159,6 +165,13 @@ class TrainConfig:
             raise InputError("val_episodes: must be positive when validating (or set validate_every=0)")
         if self.calibrate_prior and (self.sam != LITE_SAM or not self.val_episodes):
             raise InputError("calibrate_prior: needs the lite model (its prototype prior) and val_episodes > 0")
+        if self.select_on == "none" and (self.validate_every or self.calibrate_prior):
+            raise InputError("select_on: 'none' holds no classes out to validate on; set validate_every=0 and, "
+                             "instead of calibrate_prior, prior_setting")
+        if self.prior_setting is not None:
+            if self.sam != LITE_SAM or self.calibrate_prior:
+                raise InputError("prior_setting: only for the lite model, and not with calibrate_prior (which searches)")
+            parse_setting_name(self.prior_setting, source="prior_setting")
         if not (isinstance(self.prior_self_support, (int, float)) and 0 <= self.prior_self_support <= 1):
             raise InputError(f"prior_self_support: expected a weight in [0, 1], got {self.prior_self_support!r}")
         if self.prior_self_support and self.sam != LITE_SAM:
@@ -242,6 +255,28 @@ class TrainConfig:
 
     def dataset_kind(self) -> str:
         return self.dataset.split(":", 1)[0]
+
+
+_SETTING_NAME = re.compile(r"x(?P<multiplier>[0-9.e+-]+?)(?P<offset>[+-][0-9.e+-]+?)s(?P<self_support>[0-9.e+-]+)")
+
+
+def setting_name(multiplier: float, offset: float, self_support: float = 0.0) -> str:
+    """``x2+4s0.5``: the prior's trained scale times 2, its bias plus 4, self-support weight 0.5
+    (a setting of :func:`vrpsam.engine.calibrate.calibrate_prior`)."""
+    return f"x{multiplier:g}{offset:+g}s{self_support:g}"
+
+
+def parse_setting_name(text: Any, *, source: str = "prior setting") -> tuple[float, float, float]:
+    """(multiplier, offset, self-support) of a :func:`setting_name`; ``source`` names it in the error."""
+    match = _SETTING_NAME.fullmatch(text) if isinstance(text, str) else None
+    try:
+        values = tuple(float(match[k]) for k in ("multiplier", "offset", "self_support")) if match else None
+    except ValueError:
+        values = None
+    if values is None or values[0] <= 0 or not 0 <= values[2] <= 1:
+        raise InputError(f"{source}: expected xSCALE±BIASsWEIGHT with SCALE > 0 and WEIGHT in [0, 1] "
+                         f"(e.g. x2-2s0.5), got {text!r}")
+    return values
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

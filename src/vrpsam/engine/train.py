@@ -76,7 +76,7 @@ from .checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
-from .calibrate import calibrate_prior
+from .calibrate import PriorCalibration, apply_prior_setting, calibrate_prior
 from .config import LITE_SAM, TINY_SAM, TrainConfig
 from .embedding_cache import EmbeddingCache, sam_identity
 from .logging import CsvLog, TensorBoardLog, progress_bar
@@ -88,7 +88,7 @@ TRAIN_SPLITS = {"pascal": "train", "coco": "train"}
 # Settings a resumed run may change without changing what it computes.
 RESUMABLE_CHANGES = {
     "max_iters", "workers", "embedding_cache", "index_cache", "tensorboard", "out_dir", "device", "batch_size", "extra",
-    "calibrate_prior", "calibration_episodes",  # act after the last step only
+    "calibrate_prior", "calibration_episodes", "prior_setting",  # act after the last step only
 }  # fmt: skip
 VALIDATION_FRACTION = 0.2
 _DDP_OPTIONS = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
@@ -205,19 +205,23 @@ class TrainingData:
     """The training view of the dataset and the validation source of the chosen selection split."""
 
     train: Any  # SegmentationSource: the fold's training classes (minus held-out validation classes)
-    validation: Any  # SegmentationSource for validation passes
+    validation: Any  # SegmentationSource for validation passes; None when nothing is held out
     validation_classes: tuple[int, ...]
     images_per_epoch: int  # distinct training images: the official epoch length
 
 
 def open_training_data(config: TrainConfig) -> TrainingData:
-    """Fold split and held-out validation (``select_on="val"``) or the test fold (``"test"``)."""
+    """Fold split and held-out validation (``select_on="val"``), the test fold (``"test"``) or no
+    validation, every training class training (``"none"``)."""
     kind = config.dataset_kind()
     source = open_source(config.dataset, split=TRAIN_SPLITS.get(kind), index_cache=config.index_cache)
     fold = split_fold(source, config.fold)
     if config.select_on == "val":
         train_view, validation = validation_split(source, fold.train, fraction=VALIDATION_FRACTION, seed=config.seed)
         validation_classes = tuple(validation.classes)
+    elif config.select_on == "none":
+        train_view = source.restrict(fold.train, label=f"fold {config.fold} training classes, none held out")
+        validation, validation_classes = None, ()
     else:
         train_view = source.restrict(fold.train, label=f"fold {config.fold} training classes")
         validation = open_source(config.dataset, index_cache=config.index_cache) if kind in TRAIN_SPLITS else source
@@ -490,15 +494,12 @@ class Trainer:
 
     def calibrate(self) -> None:
         """Choose the prior's weight on the selection split (:mod:`vrpsam.engine.calibrate`), every
-        annotation type trained, and save ``last`` with it; ``best`` keeps its trained weight."""
-        annotations = CONDITIONS if self.config.annotation == "mixed" else (self.config.annotation,)
-        self.model.eval()
-        try:
-            options = self._evaluation_options()
-            options["episodes"] = self.config.calibration_episodes or options["episodes"]
-            calibration = calibrate_prior(self.model, self.data.validation, annotations=annotations, **options)
-        finally:
-            self.model.train()
+        annotation type trained, or set the given ``prior_setting``; save ``last`` with it (``best``
+        keeps its trained weight)."""
+        if self.config.prior_setting is not None:
+            calibration = apply_prior_setting(self.model, self.config.prior_setting)
+        else:
+            calibration = self._search_prior_setting()
         self.calibration = calibration.to_dict()
         if self.csv is not None:
             elapsed = time.monotonic() - self.start_time
@@ -507,6 +508,16 @@ class Trainer:
                                time=elapsed, miou=miou)
         metrics = {"prior_scale": calibration.scale, "prior_bias": calibration.bias, "prior_self_support": calibration.self_support}
         self.save(LAST, metrics, with_state=True)
+
+    def _search_prior_setting(self) -> PriorCalibration:
+        annotations = CONDITIONS if self.config.annotation == "mixed" else (self.config.annotation,)
+        self.model.eval()
+        try:
+            options = self._evaluation_options()
+            options["episodes"] = self.config.calibration_episodes or options["episodes"]
+            return calibrate_prior(self.model, self.data.validation, annotations=annotations, **options)
+        finally:
+            self.model.train()
 
     # -- checkpoints
 
@@ -618,7 +629,8 @@ class Trainer:
                     self._end_epoch(epoch, result)
             if self.iteration % self.iters_per_epoch or not result.history:
                 self.save(LAST, {}, with_state=True)
-            if self.config.calibrate_prior and self.iteration >= self.total_iters and self.calibration is None:
+            wants_prior = self.config.calibrate_prior or self.config.prior_setting is not None
+            if wants_prior and self.iteration >= self.total_iters and self.calibration is None:
                 self.calibrate()
         finally:
             bar.close()
