@@ -29,8 +29,8 @@ Datasets (``--dataset``, repeatable; default: the three below, from ``../shared/
   (same kind and folder name as recorded in its checkpoint, e.g. ``yolo:.../coco128-seg``), only
   classes it never trained on are used: ``--classes test`` (default) the fold's test classes, which
   played no part in training or in any choice made from validation (lite's prior weight is chosen on
-  the validation classes, see ``vrpsam.engine.calibrate``); ``heldout`` adds the validation classes;
-  ``all`` takes every class.
+  the validation classes, see ``vrpsam.engine.calibrate``); ``heldout`` adds the validation classes
+  (none for a model trained with ``--train-on-all-classes``); ``all`` takes every class.
 
 Next to them, lite − proto with its 95% interval over classes (:func:`vrpsam.engine.metrics.class_bootstrap_interval`:
 the classes resampled with replacement, the episodes kept): how much the margin could move with another
@@ -144,7 +144,7 @@ def trained_on(model_path: Path) -> dict:
 def held_out_classes(source: SegmentationSource, config: dict, which: str) -> list[int]:
     """Classes lite never trained on: the fold's test classes (``test``), plus the validation classes (``heldout``)."""
     fold = split_fold(source, int(config.get("fold", 0)))
-    if which == "test":
+    if which == "test" or config.get("select_on", "val") != "val":  # otherwise every training class trained
         return sorted(fold.test)
     _, validation = validation_split(source, fold.train, fraction=0.2, seed=int(config["seed"]))
     return sorted(set(fold.test) | set(validation.classes))

@@ -73,3 +73,22 @@ def test_margin_over_proto_has_an_interval_over_classes(shared, tmp_path):
     differences = [dataset["class_iou"]["lite"]["mask"][c] - dataset["class_iou"]["proto"]["mask"][c]
                    for c in dataset["class_iou"]["lite"]["mask"]]
     assert min(differences) - 0.02 <= low and high <= max(differences) + 0.02
+
+
+def test_held_out_classes_follow_what_the_model_held_out(shared):
+    # A model refitted on every training class (--train-on-all-classes) never saw only the test fold.
+    import importlib.util
+
+    from vrpsam.data import open_source, split_fold, validation_split
+
+    spec = importlib.util.spec_from_file_location("accuracy_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    source = open_source(f"yolo:{shared('assets/data/coco128-seg')}")
+    fold = split_fold(source, 0)
+    _, validation = validation_split(source, fold.train, fraction=0.2, seed=321)
+    held_out_run = {"fold": 0, "seed": 321, "select_on": "val"}
+    assert script.held_out_classes(source, held_out_run, "test") == sorted(fold.test)
+    assert script.held_out_classes(source, held_out_run, "heldout") == sorted(set(fold.test) | set(validation.classes))
+    refit = {**held_out_run, "select_on": "none"}
+    assert script.held_out_classes(source, refit, "heldout") == sorted(fold.test)
