@@ -19,7 +19,9 @@ Differences, all deliberate:
 * model selection by default on held-out *training* classes (``select_on="val"``: 20% of the fold's
   training classes, chosen by ``config.seed``, are left out of training, see
   :func:`vrpsam.data.folds.validation_split`), the test fold only when asked (``select_on="test"``,
-  the paper's protocol). ``annotation="mixed"`` is validated with mask references;
+  the paper's protocol), or none (``select_on="none"``: every training class trains, for the final run
+  of a recipe chosen on held-out classes; lite's prior then takes a given ``prior_setting``).
+  ``annotation="mixed"`` is validated with mask references;
 * ``ignore_held_out``: held-out objects sit unlabelled in training photos (in coco128, persons in 61
   of 128), so the recipe teaches them as background. With it, their pixels (every class outside the
   training view) are left out of the loss instead. PFENet removes such photos from training; this keeps
