@@ -17,6 +17,7 @@ import torch
 from vrpsam.cli.main import main
 from vrpsam.cli.train import add_arguments, config_from_args
 from vrpsam.data.base import IGNORE
+from vrpsam.data.folds import split_fold
 from vrpsam.data.pseudo import FIRST_PSEUDO_ID
 from vrpsam.engine.checkpointing import load_training_state, pair_for
 from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS, SELF_SUPPORT_WEIGHTS, setting_name
@@ -298,8 +299,15 @@ def test_training_on_every_class_sets_the_given_prior_setting_without_validating
         try:
             held = validation_run.data
             assert set(data.train.classes) == set(held.train.classes) | set(held.validation_classes)
-            # only the test fold's pixels are left out of the loss now
-            assert set(data.train._ignored) == set(data.train.base.classes) - set(data.train.classes)
+            # a former validation class is now taught, not ignored; the test fold's classes (persons) stay ignored
+            view, base = data.train, data.train.base
+            test, former, person = split_fold(base, 0).test, held.validation_classes[0], 1
+            assert sorted(c for c in base.classes if c not in view.classes) == sorted(test)
+            item, class_id = next((i, c) for c in view.classes if c != former for i in view.items(c)
+                                  if i in base.items(former) and not any(i in base.items(t) for t in test))
+            assert not (view.mask(item, class_id)[base.mask(item, former) == 1] == IGNORE).any()
+            item, class_id = next((i, c) for c in view.classes for i in view.items(c) if i in base.items(person))
+            assert (view.mask(item, class_id)[(base.mask(item, person) == 1) & (base.mask(item, class_id) != 1)] == IGNORE).all()
         finally:
             validation_run.close()
         assert data.validation is None and data.validation_classes == ()
