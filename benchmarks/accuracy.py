@@ -59,8 +59,10 @@ import torch.nn.functional as F
 from vrpsam.data import EpisodeDataset, collate_episodes, open_source, split_fold, validation_split, video_episodes
 from vrpsam.data.base import SegmentationSource, binary_foreground, read_mask
 from vrpsam.data.episodes import Episode
+from vrpsam.engine.config import TrainConfig
 from vrpsam.engine.evaluate import build_episodes
 from vrpsam.engine.metrics import IoUAccumulator, class_bootstrap_interval, episode_areas
+from vrpsam.engine.train import VALIDATION_FRACTION
 from vrpsam.errors import DataError, InputError
 from vrpsam.vrp.build import LITE_WEIGHTS, build_model
 from vrpsam.vrp.checkpoint import load_vrp_checkpoint
@@ -141,12 +143,14 @@ def trained_on(model_path: Path) -> dict:
     return load_vrp_checkpoint(model_path)[1].get("training_config") or {}
 
 
-def held_out_classes(source: SegmentationSource, config: dict, which: str) -> list[int]:
-    """Classes lite never trained on: the fold's test classes (``test``), plus the validation classes (``heldout``)."""
-    fold = split_fold(source, int(config.get("fold", 0)))
-    if which == "test" or config.get("select_on", "val") != "val":  # otherwise every training class trained
+def held_out_classes(source: SegmentationSource, training: dict, which: str) -> list[int]:
+    """Classes lite never trained on: the fold's test classes (``test``), plus the validation classes
+    (``heldout``) of a run that held them out; ``training``: its recorded TrainConfig."""
+    config = TrainConfig.from_dict(training, source="the checkpoint's training_config")
+    fold = split_fold(source, config.fold)
+    if which == "test" or config.select_on != "val":  # otherwise every training class trained
         return sorted(fold.test)
-    _, validation = validation_split(source, fold.train, fraction=0.2, seed=int(config["seed"]))
+    _, validation = validation_split(source, fold.train, fraction=VALIDATION_FRACTION, seed=config.split_seed())
     return sorted(set(fold.test) | set(validation.classes))
 
 

@@ -76,19 +76,28 @@ def test_margin_over_proto_has_an_interval_over_classes(shared, tmp_path):
 
 
 def test_held_out_classes_follow_what_the_model_held_out(shared):
-    # A model refitted on every training class (--train-on-all-classes) never saw only the test fold.
+    # A model refitted on every training class (--train-on-all-classes) never saw only the test fold;
+    # a run with its own --validation-seed held out that seed's classes.
     import importlib.util
 
     from vrpsam.data import open_source, split_fold, validation_split
+    from vrpsam.engine.config import TrainConfig
 
     spec = importlib.util.spec_from_file_location("accuracy_script", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    source = open_source(f"yolo:{shared('assets/data/coco128-seg')}")
+    dataset = f"yolo:{shared('assets/data/coco128-seg')}"
+    source = open_source(dataset)
     fold = split_fold(source, 0)
-    _, validation = validation_split(source, fold.train, fraction=0.2, seed=321)
-    held_out_run = {"fold": 0, "seed": 321, "select_on": "val"}
-    assert script.held_out_classes(source, held_out_run, "test") == sorted(fold.test)
-    assert script.held_out_classes(source, held_out_run, "heldout") == sorted(set(fold.test) | set(validation.classes))
-    refit = {**held_out_run, "select_on": "none"}
-    assert script.held_out_classes(source, refit, "heldout") == sorted(fold.test)
+
+    def held_out(which, **settings):
+        training = TrainConfig.with_preset("lite", dataset=dataset, seed=321, **settings).to_dict()
+        return script.held_out_classes(source, training, which)
+
+    def validation(seed):
+        return set(validation_split(source, fold.train, fraction=0.2, seed=seed)[1].classes)
+
+    assert held_out("test") == sorted(fold.test)
+    assert held_out("heldout") == sorted(set(fold.test) | validation(321))
+    assert held_out("heldout", validation_seed=5) == sorted(set(fold.test) | validation(5)) != held_out("heldout")
+    assert held_out("heldout", select_on="none", validate_every=0) == sorted(fold.test)

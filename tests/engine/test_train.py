@@ -24,7 +24,7 @@ from vrpsam.engine.calibrate import PRIOR_BIAS_OFFSETS, PRIOR_SCALE_MULTIPLIERS,
 from vrpsam.engine.config import PRESETS, TrainConfig
 from vrpsam.engine.logging import read_log
 from vrpsam.engine.losses import segmentation_loss
-from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters, rank_batches, train
+from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters, open_training_data, rank_batches, train
 from vrpsam.errors import CheckpointError, InputError
 from vrpsam.vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, build_model
 from vrpsam.vrp.checkpoint import load_vrp_checkpoint
@@ -324,6 +324,19 @@ def test_training_on_every_class_sets_the_given_prior_setting_without_validating
     assert [r["kind"] for r in read_log(tmp_path / "run" / "log.csv")] == ["train"]
 
 
+def test_validation_seed_draws_the_split_and_its_episodes_apart_from_the_training_seed(tiny):
+    split_of_1 = open_training_data(tiny(seed=1)).validation_classes
+    assert open_training_data(tiny(seed=2)).validation_classes != split_of_1
+    trainer = Trainer(tiny(seed=2, validation_seed=1), progress=False)
+    try:
+        assert trainer.data.validation_classes == split_of_1
+        assert trainer._evaluation_options()["seed"] == 1  # the same validation episodes as a seed-1 run
+    finally:
+        trainer.close()
+    with pytest.raises(InputError, match="validation_seed: expected a non-negative integer, got -1"):
+        tiny(validation_seed=-1)
+
+
 def test_official_recipe_never_trains_on_random_weights(tmp_path):
     config = TrainConfig(dataset="yolo:/data", backbone_checkpoint="resnet50_v2.pth")
     assert config.sam_checkpoint == "official"  # SAM's official file, found through the registry
@@ -347,6 +360,8 @@ def test_train_on_all_classes_and_prior_setting_options_set_the_config():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     base = ["--model-preset", "lite", "--dataset", "yolo:/data", "--out", "run"]
+    assert config_from_args(parser.parse_args(base + ["--validation-seed", "7"])).split_seed() == 7
+    assert config_from_args(parser.parse_args(base + ["--seed", "5"])).split_seed() == 5
     config = config_from_args(parser.parse_args(base + ["--train-on-all-classes", "--prior-setting", "x2-2s0.5"]))
     assert (config.select_on, config.validate_every, config.prior_setting) == ("none", 0, "x2-2s0.5")
     assert config_from_args(parser.parse_args(base)).prior_setting is None

@@ -21,7 +21,7 @@ from ..errors import InputError
 # command-line option -> TrainConfig field, for options that map one to one
 _FIELDS = {
     "dataset": "dataset", "fold": "fold", "annotation": "annotation", "shots": "shots", "epochs": "epochs",
-    "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed",
+    "batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay", "seed": "seed", "validation_seed": "validation_seed",
     "iters_per_epoch": "iters_per_epoch", "max_iters": "max_iters", "overfit_episodes": "overfit_episodes",
     "average_from": "average_from",
     "sam": "sam", "sam_checkpoint": "sam_checkpoint", "backbone": "backbone",
@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
     optim.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-6)")
     optim.add_argument("--seed", type=int, help="episodes, annotations, initialisation (default 321)")
+    optim.add_argument("--validation-seed", type=int, metavar="SEED", help="the validation classes and episodes (default: --seed), so that runs of other seeds validate on the same split")
     optim.add_argument("--iters-per-epoch", type=int, help="default: training images / global batch")
     optim.add_argument("--max-iters", type=int, help="stop after N iterations in total (smoke runs)")
     optim.add_argument("--average-from", type=int, metavar="ITER", help="keep the average of the weights after each iteration past ITER instead of the last ones (stochastic weight averaging; default off)")

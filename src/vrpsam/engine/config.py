@@ -65,6 +65,9 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-6
     seed: int = 321
+    # draws the validation classes and the validation/calibration episodes; None: ``seed``. Set apart from
+    # ``seed``, a recipe's runs can be compared on one split, or one recipe on several splits
+    validation_seed: int | None = None
     iters_per_epoch: int | None = None  # None: the dataset's epoch (training episodes / global batch)
     max_iters: int | None = None  # stop after this many iterations in total (tests, smoke runs)
     overfit_episodes: int | None = None  # debug: train on epoch 0's first N episodes only, over and over
@@ -140,6 +143,9 @@ class TrainConfig:
         for name in ("iters_per_epoch", "max_iters", "overfit_episodes"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.validation_seed is not None and (not isinstance(self.validation_seed, int) or isinstance(self.validation_seed, bool)
+                                                 or self.validation_seed < 0):
+            raise InputError(f"validation_seed: expected a non-negative integer, got {self.validation_seed!r}")
         if self.average_from is not None and (not isinstance(self.average_from, int) or isinstance(self.average_from, bool) or self.average_from < 0):
             raise InputError(f"average_from: expected an iteration (a non-negative integer), got {self.average_from!r}")
         for name in ("copy_paste", "zoom", "same_image"):
@@ -252,6 +258,10 @@ class TrainConfig:
 
     def global_batch(self, world_size: int) -> int:
         return self.batch_size * world_size
+
+    def split_seed(self) -> int:
+        """The seed of the validation split and its episodes (``validation_seed``, else ``seed``)."""
+        return self.seed if self.validation_seed is None else self.validation_seed
 
     def dataset_kind(self) -> str:
         return self.dataset.split(":", 1)[0]

@@ -17,7 +17,7 @@ Differences, all deliberate:
   *different* episodes (official: COCO episodes duplicated on every rank) and their union is the
   single-process global batch;
 * model selection by default on held-out *training* classes (``select_on="val"``: 20% of the fold's
-  training classes, chosen by ``config.seed``, are left out of training, see
+  training classes, chosen by ``config.validation_seed`` (default ``seed``), are left out of training, see
   :func:`vrpsam.data.folds.validation_split`), the test fold only when asked (``select_on="test"``,
   the paper's protocol), or none (``select_on="none"``: every training class trains, for the final run
   of a recipe chosen on held-out classes; lite's prior then takes a given ``prior_setting``).
@@ -219,7 +219,7 @@ def open_training_data(config: TrainConfig) -> TrainingData:
     source = open_source(config.dataset, split=TRAIN_SPLITS.get(kind), index_cache=config.index_cache)
     fold = split_fold(source, config.fold)
     if config.select_on == "val":
-        train_view, validation = validation_split(source, fold.train, fraction=VALIDATION_FRACTION, seed=config.seed)
+        train_view, validation = validation_split(source, fold.train, fraction=VALIDATION_FRACTION, seed=config.split_seed())
         validation_classes = tuple(validation.classes)
     elif config.select_on == "none":
         train_view = source.restrict(fold.train, label=f"fold {config.fold} training classes, none held out")
@@ -479,7 +479,7 @@ class Trainer:
     def _evaluation_options(self) -> dict[str, Any]:
         """:func:`vrpsam.engine.evaluate.evaluate` settings of every pass on the selection split."""
         config = self.config
-        return dict(classes=self.data.validation_classes, shots=config.shots, episodes=config.val_episodes, seed=config.seed,
+        return dict(classes=self.data.validation_classes, shots=config.shots, episodes=config.val_episodes, seed=config.split_seed(),
                     workers=config.workers, batch_size=config.batch_size, device=self.device, progress=False)
 
     def validate(self, epoch: int) -> ValidationRecord:
