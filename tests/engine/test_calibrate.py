@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 
 from vrpsam.engine import calibrate as calibrate_module
-from vrpsam.engine.calibrate import apply_prior_setting, calibrate_prior, setting_name
+from vrpsam.engine.calibrate import SELF_SUPPORT_WEIGHTS, apply_prior_setting, calibrate_prior, self_support_weights, setting_name
 from vrpsam.errors import InputError
 from vrpsam.vrp.proto import PrototypePrior
 
@@ -85,3 +85,10 @@ def test_a_given_setting_is_applied_to_the_trained_weights_without_measuring():
         apply_prior_setting(SimpleNamespace(prior=None), "x2-2s0.5")
     with pytest.raises(InputError, match="prior_setting: expected xSCALE"):
         apply_prior_setting(_model(), "twice")
+
+
+def test_the_trained_self_support_weight_is_always_a_candidate():
+    assert self_support_weights(0.5) == SELF_SUPPORT_WEIGHTS == (0.0, 0.5)
+    assert self_support_weights(0) == (0.0, 0.5)
+    assert self_support_weights(1) == (0.0, 0.5, 1.0)
+    assert self_support_weights(0.25) == (0.0, 0.25, 0.5)

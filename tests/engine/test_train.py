@@ -254,14 +254,15 @@ def test_ignore_held_out_leaves_held_out_pixels_out_of_training(tiny, monkeypatc
 
 
 def test_lite_prior_weight_is_chosen_on_validation_classes_once(tiny, tmp_path):
-    # Two real lite steps (512², one thread), then the prior's scale and bias are chosen by validation mIoU.
+    # Two real lite steps (512², one thread), then the prior's scale and bias are chosen by validation mIoU;
+    # the self-support weight trained with (0.75) is tried besides the calibration's own.
     config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "epochs": 1, "iters_per_epoch": 2,
                                                 "batch_size": 1, "val_episodes": 2, "calibrate_prior": True,
-                                                "calibration_episodes": 3})
+                                                "calibration_episodes": 3, "prior_self_support": 0.75})
     result = train(config, progress=False)
     chosen = result.calibration
     assert chosen is not None and chosen["annotations"] == ["mask"] and chosen["episodes"] == 3
-    settings = [setting_name(m, b, s) for s in SELF_SUPPORT_WEIGHTS for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
+    settings = [setting_name(m, b, s) for s in (*SELF_SUPPORT_WEIGHTS, 0.75) for m in PRIOR_SCALE_MULTIPLIERS for b in PRIOR_BIAS_OFFSETS]
     assert list(chosen["val_miou"]) == settings
     assert chosen["val_miou_by_annotation"] == {"mask": chosen["val_miou"]}  # one type: its mIoU is the mean
     best = setting_name(chosen["multiplier"], chosen["bias_offset"], chosen["self_support"])

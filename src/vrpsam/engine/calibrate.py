@@ -9,7 +9,8 @@ it is chosen like an epoch is: by mIoU on the validation classes, which training
 
 :func:`calibrate_prior` tries the trained scale times each of :data:`PRIOR_SCALE_MULTIPLIERS` with
 the trained bias plus each of :data:`PRIOR_BIAS_OFFSETS` and each self-support weight of
-:data:`SELF_SUPPORT_WEIGHTS` (the target's own prototypes, :func:`vrpsam.vrp.proto.self_support_scores`).
+:data:`SELF_SUPPORT_WEIGHTS` (the target's own prototypes, :func:`vrpsam.vrp.proto.self_support_scores`),
+to which a run adds the weight it trained with (:func:`self_support_weights`).
 Both signs of bias offset are there because both were needed on coco128: a first run's decoder
 under-predicted foreground on unseen classes, one trained with ``--ignore-held-out`` over-predicts
 small objects. It keeps the setting with the best mean validation mIoU over the given annotation
@@ -36,6 +37,12 @@ from .evaluate import evaluate_variants
 PRIOR_SCALE_MULTIPLIERS = (1.0, 2.0, 4.0)
 PRIOR_BIAS_OFFSETS = (-2.0, 0.0, 2.0)
 SELF_SUPPORT_WEIGHTS = (0.0, 0.5)
+
+
+def self_support_weights(trained: float) -> tuple[float, ...]:
+    """The self-support weights a calibration tries: :data:`SELF_SUPPORT_WEIGHTS` and, when it is not one
+    of them, ``trained``, the weight the decoder learned with (``TrainConfig.prior_self_support``)."""
+    return tuple(sorted({*SELF_SUPPORT_WEIGHTS, float(trained)}))
 
 
 def prior_settings(

@@ -78,7 +78,7 @@ from .checkpointing import (
     save_checkpoint,
     set_rng_state,
 )
-from .calibrate import PriorCalibration, apply_prior_setting, calibrate_prior
+from .calibrate import PriorCalibration, apply_prior_setting, calibrate_prior, self_support_weights
 from .config import LITE_SAM, TINY_SAM, TrainConfig
 from .embedding_cache import EmbeddingCache, sam_identity
 from .logging import CsvLog, TensorBoardLog, progress_bar
@@ -517,7 +517,8 @@ class Trainer:
         try:
             options = self._evaluation_options()
             options["episodes"] = self.config.calibration_episodes or options["episodes"]
-            return calibrate_prior(self.model, self.data.validation, annotations=annotations, **options)
+            return calibrate_prior(self.model, self.data.validation, annotations=annotations,
+                                   self_supports=self_support_weights(self.config.prior_self_support), **options)
         finally:
             self.model.train()
 
