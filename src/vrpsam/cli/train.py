@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     val.add_argument("--train-on-all-classes", action="store_true", help="hold no validation classes out: every training class of the fold trains, and nothing validates (the final run of a recipe chosen on held-out classes; with lite, give its --prior-setting)")
     val.add_argument("--val-episodes", type=int, help="episodes per validation pass (default 1000)")
     val.add_argument("--validate-every", type=int, metavar="EPOCHS", help="0 = never (default 1)")
-    val.add_argument("--calibrate-prior", action="store_true", help="lite: after the last step, weight the prototype prior by validation mIoU")
+    val.add_argument("--calibrate-prior", action="store_true", help="lite: after the last step, weight the prototype prior by validation mIoU (scale x1/x2/x4, bias -2/+0/+2, self-support 0, 0.5 and the --prior-self-support trained with)")
     val.add_argument("--prior-setting", metavar="xS±BsW", help="lite: after the last step, set the prior to this setting of --calibrate-prior's (e.g. x2-2s0.5: trained scale x2, bias -2, self-support 0.5) without searching")
     val.add_argument("--calibration-episodes", type=int, metavar="N", help="episodes per annotation type and setting of --calibrate-prior (default: --val-episodes)")
     run = parser.add_argument_group("run")

@@ -14,7 +14,7 @@ to which a run adds the weight it trained with (:func:`self_support_weights`).
 Both signs of bias offset are there because both were needed on coco128: a first run's decoder
 under-predicted foreground on unseen classes, one trained with ``--ignore-held-out`` over-predicts
 small objects. It keeps the setting with the best mean validation mIoU over the given annotation
-types (ties go to the smaller change), and leaves the model with it. The choice among 18 settings needs
+types (ties go to the smaller change), and leaves the model with it. The choice among 18 (or 27) settings needs
 more episodes than following one run's progress: ``TrainConfig.calibration_episodes``. The prior acts
 after the encoders, so each episode is encoded once and decoded under every setting
 (:func:`vrpsam.engine.evaluate.evaluate_variants`). Deterministic, and identical on every rank under

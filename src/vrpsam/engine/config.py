@@ -106,7 +106,7 @@ class TrainConfig:
     # after the last step, weight lite's prototype prior by validation mIoU (vrpsam.engine.calibrate)
     calibrate_prior: bool = False
     # validation episodes per annotation type and setting of that calibration; 0: val_episodes. A choice
-    # among 18 settings needs more episodes than tracking one model's progress does
+    # among 18-27 settings needs more episodes than tracking one model's progress does
     calibration_episodes: int = 0
     # instead of calibrate_prior's search, this setting of it (vrpsam.engine.calibrate.setting_name, e.g.
     # "x2-2s0.5": the trained scale times 2, its bias minus 2, self-support 0.5), e.g. one a held-out run chose
