@@ -28,6 +28,7 @@ from vrpsam.engine.train import Trainer, build_training_model, frozen_parameters
 from vrpsam.errors import CheckpointError, InputError
 from vrpsam.vrp.build import BUILD_KEY, LITE_BACKGROUND_KEY, build_model
 from vrpsam.vrp.checkpoint import load_vrp_checkpoint
+from vrpsam.vrp.proto import INITIAL_SCALE
 
 
 @pytest.fixture
@@ -201,6 +202,10 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.with_preset("lite", dataset="yolo:/data", prior_background_count=0)
     with pytest.raises(InputError, match="prior_background_count: only the lite model"):
         TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_background_count=4)
+    with pytest.raises(InputError, match="prior_scale: expected a positive number"):
+        TrainConfig.with_preset("lite", dataset="yolo:/data", prior_scale=0.0)
+    with pytest.raises(InputError, match="prior_scale: only the lite model"):
+        TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_scale=40.0)
     with pytest.raises(InputError, match="zoom: expected a fraction"):
         TrainConfig.with_preset("lite", dataset="yolo:/data", augment=True, zoom=2.0)
     with pytest.raises(InputError, match="add --augment"):
@@ -209,9 +214,12 @@ def test_config_round_trip_and_validation(tmp_path):
 
 def test_lite_prior_settings_are_set_for_training(tiny):
     config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "prior_self_support": 0.5,
-                                                "prior_background_count": 4})
+                                                "prior_background_count": 4, "prior_scale": 40.0})
     prior = build_training_model(config).prior
     assert prior.self_support.item() == 0.5 and prior.background_count == 4
+    assert prior.scale.item() == 40.0 and prior.scale.requires_grad
+    default = build_training_model(TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"]})).prior
+    assert default.scale.item() == INITIAL_SCALE
 
 
 def test_pseudo_classes_join_the_training_classes_only(tiny):

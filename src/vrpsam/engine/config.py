@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ class TrainConfig:
     prior_setting: str | None = None
     # lite: the prior's self-support weight during training (vrpsam.vrp.proto.self_support_scores)
     prior_self_support: float = 0.0
+    # lite: the prior's scale when training starts; None: vrpsam.vrp.proto.INITIAL_SCALE (20). Adam moves
+    # this one scalar little (20 -> 19.96 in 600 steps at lr 3e-4), so in effect it is a setting
+    prior_scale: float | None = None
     # lite: background prototypes of the prior (vrpsam.vrp.proto.background_prototypes); an architecture
     # setting, recorded in the checkpoint's build settings
     prior_background_count: int = 1
@@ -186,6 +190,11 @@ class TrainConfig:
             raise InputError(f"prior_background_count: expected a positive integer, got {self.prior_background_count!r}")
         if self.prior_background_count != 1 and self.sam != LITE_SAM:
             raise InputError("prior_background_count: only the lite model has a prototype prior")
+        if self.prior_scale is not None:
+            if not (isinstance(self.prior_scale, (int, float)) and math.isfinite(self.prior_scale) and self.prior_scale > 0):
+                raise InputError(f"prior_scale: expected a positive number, got {self.prior_scale!r}")
+            if self.sam != LITE_SAM:
+                raise InputError("prior_scale: only the lite model has a prototype prior")
         if self.amp and self.device == "cpu":
             raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
 

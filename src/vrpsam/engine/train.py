@@ -155,6 +155,9 @@ def build_training_model(config: TrainConfig) -> VRPSAM:
         model = build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed,
                            background_count=config.prior_background_count)
         model.prior.self_support.fill_(config.prior_self_support)
+        if config.prior_scale is not None:
+            with torch.no_grad():
+                model.prior.scale.fill_(config.prior_scale)
         return model
     torch.manual_seed(config.seed)  # a random backbone (no checkpoint, experiments)
     backbone = build_backbone(config.backbone, config.backbone_checkpoint)
