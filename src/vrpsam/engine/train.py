@@ -154,10 +154,9 @@ def build_training_model(config: TrainConfig) -> VRPSAM:
         # Everything but the frozen MobileNetV2 is trained from scratch, drawn from config.seed.
         model = build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed,
                            background_count=config.prior_background_count)
-        model.prior.self_support.fill_(config.prior_self_support)
-        if config.prior_scale is not None:
-            with torch.no_grad():
-                model.prior.scale.fill_(config.prior_scale)
+        prior = model.prior
+        scale = prior.scale.item() if config.prior_scale is None else config.prior_scale
+        prior.set_weights(scale, prior.bias.item(), config.prior_self_support)
         return model
     torch.manual_seed(config.seed)  # a random backbone (no checkpoint, experiments)
     backbone = build_backbone(config.backbone, config.backbone_checkpoint)
