@@ -206,6 +206,10 @@ def test_config_round_trip_and_validation(tmp_path):
         TrainConfig.with_preset("lite", dataset="yolo:/data", prior_scale=0.0)
     with pytest.raises(InputError, match="prior_scale: only the lite model"):
         TrainConfig.with_preset("tiny", dataset="yolo:/data", prior_scale=40.0)
+    with pytest.raises(InputError, match="feature_dropout: expected a probability"):
+        TrainConfig.with_preset("lite", dataset="yolo:/data", feature_dropout=1.0)
+    with pytest.raises(InputError, match="feature_dropout: only the lite model"):
+        TrainConfig.with_preset("tiny", dataset="yolo:/data", feature_dropout=0.1)
     with pytest.raises(InputError, match="zoom: expected a fraction"):
         TrainConfig.with_preset("lite", dataset="yolo:/data", augment=True, zoom=2.0)
     with pytest.raises(InputError, match="add --augment"):
@@ -218,8 +222,15 @@ def test_lite_prior_settings_are_set_for_training(tiny):
     prior = build_training_model(config).prior
     assert prior.self_support.item() == 0.5 and prior.background_count == 4
     assert prior.scale.item() == 40.0 and prior.scale.requires_grad
-    default = build_training_model(TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"]})).prior
-    assert default.scale.item() == INITIAL_SCALE
+    default = build_training_model(TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"]}))
+    assert default.prior.scale.item() == INITIAL_SCALE
+    assert isinstance(default.sam.image_encoder.neck.drop, torch.nn.Identity)  # draws no random numbers
+
+
+def test_lite_feature_dropout_reaches_the_neck(tiny):
+    config = TrainConfig.with_preset("lite", **{**tiny().to_dict(), **PRESETS["lite"], "feature_dropout": 0.1})
+    neck = build_training_model(config).sam.image_encoder.neck
+    assert isinstance(neck.drop, torch.nn.Dropout2d) and neck.drop.p == 0.1
 
 
 def test_pseudo_classes_join_the_training_classes_only(tiny):

@@ -56,6 +56,25 @@ def test_lite_image_encoder_is_sam_shaped_and_only_its_neck_trains(mobilenet):
     assert all(n.startswith("neck.") for n in trained)
 
 
+def test_neck_feature_dropout_acts_in_training_only_and_adds_no_weights(mobilenet):
+    plain = LiteImageEncoder(MemoisedBackbone(mobilenet), img_size=64)
+    dropped = LiteImageEncoder(MemoisedBackbone(mobilenet), img_size=64, feature_dropout=0.5)
+    dropped.neck.load_state_dict(plain.neck.state_dict(), strict=True)
+    assert plain.neck.state_dict().keys() == dropped.neck.state_dict().keys()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(dropped.eval()(x), plain.eval()(x))
+        detail, deep = dropped.features(x)
+        dropped.train()
+        torch.manual_seed(0)
+        kept = (dropped.neck.drop(deep) != 0).flatten(2).any(-1)  # (1, C): channels left whole or zeroed
+        assert 0 < kept.sum() < kept.numel()
+        torch.manual_seed(0)
+        zeroed = dropped.neck.drop(deep)[~kept]
+        assert not zeroed.any()
+        assert not torch.equal(dropped(x), plain.train()(x))
+
+
 def test_prototype_scores_separate_foreground_from_background():
     fg, bg = torch.tensor([1.0, 0.0, 0.2]), torch.tensor([0.0, 1.0, 0.2])
     reference = torch.stack([fg, fg, bg, bg]).T.reshape(1, 3, 2, 2)

@@ -32,7 +32,7 @@ _FIELDS = {
     "device": "device", "workers": "workers", "out": "out_dir", "embedding_cache": "embedding_cache",
     "index_cache": "index_cache", "augment_views": "augment_views", "copy_paste": "copy_paste", "zoom": "zoom",
     "same_image": "same_image", "pseudo_classes": "pseudo_classes", "prior_self_support": "prior_self_support",
-    "prior_scale": "prior_scale",
+    "prior_scale": "prior_scale", "feature_dropout": "feature_dropout",
     "prior_background_count": "prior_background_count", "prior_setting": "prior_setting",
 }  # fmt: skip
 
@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--preprocessing", choices=PREPROCESSING, help="default official")
     model.add_argument("--prior-self-support", type=float, metavar="W", help="lite: weight of the target's own prototypes in the prior while training (default 0)")
     model.add_argument("--prior-scale", type=float, metavar="S", help="lite: the prior's scale when training starts (default 20)")
+    model.add_argument("--feature-dropout", type=float, metavar="P", help="lite: in training, zero each channel of the frozen maps its neck reads with probability P (default 0)")
     model.add_argument("--prior-background-count", type=int, metavar="K", help="lite: background prototypes of the prior, k-means of the reference's background (default 1)")
     val = parser.add_argument_group("validation")
     val.add_argument("--select-on-test", action="store_true", help="pick the best epoch on the test fold (paper protocol) instead of held-out training classes")

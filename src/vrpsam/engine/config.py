@@ -120,6 +120,9 @@ class TrainConfig:
     # lite: background prototypes of the prior (vrpsam.vrp.proto.background_prototypes); an architecture
     # setting, recorded in the checkpoint's build settings
     prior_background_count: int = 1
+    # lite: in training, the probability of zeroing each channel of the frozen maps its neck reads
+    # (vrpsam.sam.lite_encoder.LiteNeck); against overfitting to the few fixed views of a small data set
+    feature_dropout: float = 0.0
     # machinery
     device: str = "auto"
     amp: bool = False  # CUDA only: bf16 autocast (fp16 + loss scaling where bf16 is unsupported)
@@ -195,6 +198,11 @@ class TrainConfig:
                 raise InputError(f"prior_scale: expected a positive number, got {self.prior_scale!r}")
             if self.sam != LITE_SAM:
                 raise InputError("prior_scale: only the lite model has a prototype prior")
+        if not (isinstance(self.feature_dropout, (int, float)) and not isinstance(self.feature_dropout, bool)
+                and 0 <= self.feature_dropout < 1):
+            raise InputError(f"feature_dropout: expected a probability in [0, 1), got {self.feature_dropout!r}")
+        if self.feature_dropout and self.sam != LITE_SAM:
+            raise InputError("feature_dropout: only the lite model has a neck on frozen features")
         if self.amp and self.device == "cpu":
             raise InputError("amp: mixed precision is for CUDA only; drop --amp or use --device cuda")
 

@@ -153,7 +153,7 @@ def build_training_model(config: TrainConfig) -> VRPSAM:
     if config.sam == LITE_SAM:
         # Everything but the frozen MobileNetV2 is trained from scratch, drawn from config.seed.
         model = build_lite(None, backbone_checkpoint=config.backbone_checkpoint, seed=config.seed,
-                           background_count=config.prior_background_count)
+                           background_count=config.prior_background_count, feature_dropout=config.feature_dropout)
         prior = model.prior
         scale = prior.scale.item() if config.prior_scale is None else config.prior_scale
         prior.set_weights(scale, prior.bias.item(), config.prior_self_support)

@@ -110,10 +110,15 @@ class LiteNeck(nn.Module):
 
     The semantic maps are projected and upsampled to layer2's grid, layer2's projection (detail) is
     added, then space is mixed like SAM's neck: LayerNorm2d, depthwise 3×3, 1×1, LayerNorm2d.
+    ``dropout``: in training, the probability of zeroing each input channel of a map (``nn.Dropout2d``):
+    the frozen maps of a few fixed augmented views recur all run long, and this makes each step's
+    maps new. No parameters, identity in eval mode.
     """
 
-    def __init__(self, c2: int, c34: int, out_chans: int = EMBED_DIM) -> None:
+    def __init__(self, c2: int, c34: int, out_chans: int = EMBED_DIM, dropout: float = 0.0) -> None:
         super().__init__()
+        # Identity at 0, so that runs without dropout draw no random numbers here (their logs stay the same).
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.deep_proj = nn.Conv2d(c34, out_chans, kernel_size=1, bias=False)
         self.detail_proj = nn.Conv2d(c2, out_chans, kernel_size=1, bias=False)
         self.mix = nn.Sequential(
@@ -124,6 +129,7 @@ class LiteNeck(nn.Module):
         )
 
     def forward(self, detail: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        detail, deep = self.drop(detail), self.drop(deep)
         deep = F.interpolate(self.deep_proj(deep), size=detail.shape[-2:], mode="bilinear", align_corners=False)
         return self.mix(deep + self.detail_proj(detail))
 
@@ -133,10 +139,11 @@ class LiteImageEncoder(nn.Module):
 
     ``backbone``: a frozen backbone with layer2 at stride 8 and layer3/layer4 at one common stride
     (MobileNetV2 at output stride 16: 64×64 and 32×32 maps at 512²; shared with the VRP encoder,
-    ideally memoised). ``img_size``: S. Only ``neck`` (:class:`LiteNeck`) trains.
+    ideally memoised). ``img_size``: S. Only ``neck`` (:class:`LiteNeck`, with ``feature_dropout``) trains.
     """
 
-    def __init__(self, backbone: FrozenBackbone, img_size: int = 512, out_chans: int = EMBED_DIM) -> None:
+    def __init__(self, backbone: FrozenBackbone, img_size: int = 512, out_chans: int = EMBED_DIM,
+                 feature_dropout: float = 0.0) -> None:
         super().__init__()
         s2, s3, s4 = backbone.strides
         if s2 != LITE_STRIDE or s3 != s4:
@@ -144,7 +151,7 @@ class LiteImageEncoder(nn.Module):
         c2, c3, c4 = backbone.channels
         self.img_size = img_size
         self.backbone = backbone
-        self.neck = LiteNeck(c2, c3 + c4, out_chans)
+        self.neck = LiteNeck(c2, c3 + c4, out_chans, dropout=feature_dropout)
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,12 +165,13 @@ class LiteImageEncoder(nn.Module):
         return self.neck(*self.features(x))
 
 
-def build_lite_sam(backbone: FrozenBackbone, *, image_size: int = 512, decoder_mlp_dim: int = 512) -> Sam:
+def build_lite_sam(backbone: FrozenBackbone, *, image_size: int = 512, decoder_mlp_dim: int = 512,
+                   feature_dropout: float = 0.0) -> Sam:
     """SAM's prompt encoder and mask decoder (two-way transformer of depth 2, ``decoder_mlp_dim`` wide)
-    around :class:`LiteImageEncoder`, all randomly initialised; grid ``image_size / 8``."""
+    around :class:`LiteImageEncoder` (``feature_dropout``: its neck's), all randomly initialised; grid ``image_size / 8``."""
     grid = image_size // LITE_STRIDE
     return Sam(
-        image_encoder=LiteImageEncoder(backbone, img_size=image_size),
+        image_encoder=LiteImageEncoder(backbone, img_size=image_size, feature_dropout=feature_dropout),
         prompt_encoder=PromptEncoder(
             embed_dim=EMBED_DIM, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size), mask_in_chans=16
         ),

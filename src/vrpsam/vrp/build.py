@@ -128,6 +128,7 @@ def build_lite(
     memo_bytes: int = LITE_MEMO_BYTES,
     seed: int = 0,
     background_count: int = 1,
+    feature_dropout: float = 0.0,
 ) -> VRPSAM:
     """The ``lite`` VRP-SAM: frozen ImageNet MobileNetV2 at output stride 16 (resolved through the
     weights registry, ``VRPSAM_WEIGHTS``) shared by a SAM-shaped image encoder (trainable neck, 256×64×64 at 512²),
@@ -139,6 +140,8 @@ def build_lite(
     random MobileNetV2 (tests only). ``background_count``: the prior's background prototypes
     (:class:`~vrpsam.vrp.proto.PrototypePrior`) for random weights; a checkpoint's come from its build
     settings (``prior_background_count``, 1 when absent: checkpoints from before the setting).
+    ``feature_dropout``: channel dropout on the frozen maps the neck reads, in training only
+    (:class:`~vrpsam.sam.lite_encoder.LiteNeck`); no weights, so no build setting.
     """
     from ..sam.lite_encoder import MemoisedBackbone, build_lite_sam
     from .backbones import build_mobilenet_v2_backbone
@@ -154,7 +157,7 @@ def build_lite(
         mobilenet = build_mobilenet_v2_backbone(backbone_checkpoint, output_stride=LITE_OUTPUT_STRIDE)
         mobilenet.name = "mobilenet_v2"
         backbone = MemoisedBackbone(mobilenet, max_bytes=memo_bytes)
-        sam = build_lite_sam(backbone, image_size=LITE_INPUT_SIZE)
+        sam = build_lite_sam(backbone, image_size=LITE_INPUT_SIZE, feature_dropout=feature_dropout)
         encoder = VRPEncoder(
             backbone, num_queries=LITE_NUM_QUERIES, annotation_downsample="max", reference_prior="masked_features"
         )
